@@ -1,0 +1,113 @@
+"""Argument parsing only: argv -> Config (or explain/evaluate options) -> run.*. Errors end in one line, exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+from dataclasses import fields
+from typing import Any, Sequence
+
+from .config import GRADCAM_METHODS, MISTAKE_ORDERS, Config, make_config, read_yaml
+from .errors import TrainingStopped, UserError
+
+PROG = "ignite-cifar"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line instead of usage + message
+        self.exit(2, f"{PROG}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    for f in fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        choices = f.metadata.get("choices")
+        if choices:
+            help_text += f" ({', '.join(choices)})"
+        help_text += f" [default: {f.default!r}]"
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                help=help_text)
+        else:
+            parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, metavar=f.name.upper(), help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Train a LayerNorm ResNet on CIFAR-10 with PyTorch Ignite, "
+                                            "then explain its mistakes with GradCAM.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = sub.add_parser("train", help="train (the mission recipe unless told otherwise)")
+    train.add_argument("--config", default=None, help="YAML file, or a shipped config: default, smoke")
+    train.add_argument("--debug", action="store_true", help="show tracebacks")
+    _add_config_flags(train)
+
+    for name, help_text in (("explain", "re-draw misclassified.png / gradcam.png of a saved run"),
+                            ("evaluate", "print test loss, accuracy and per-class accuracy of a saved run")):
+        p = sub.add_parser(name, help=help_text)
+        src = p.add_mutually_exclusive_group(required=True)
+        src.add_argument("--run", help="run folder")
+        src.add_argument("--checkpoint", help="checkpoint file (in a run's checkpoints/ folder)")
+        p.add_argument("--explain-checkpoint", "--which", dest="which", choices=("final", "best"), default="final",
+                       help="with --run: the last checkpoint (final) or the best one")
+        p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+        p.add_argument("--debug", action="store_true", help="show tracebacks")
+        if name == "explain":
+            p.add_argument("--n", type=int, default=20, help="misclassified images to show")
+            p.add_argument("--order", choices=MISTAKE_ORDERS, default="confident")
+            p.add_argument("--method", choices=GRADCAM_METHODS, default="gradcam")
+            p.add_argument("--layer", default="layer4", help="module GradCAM explains (dotted name)")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """Defaults < --config file < flags; with --resume, the resumed run's config.yaml replaces the first two."""
+    overrides: dict[str, Any] = {f.name: getattr(args, f.name) for f in fields(Config) if hasattr(args, f.name)}
+    if overrides.get("resume"):
+        from .run import config_for_resume
+
+        return config_for_resume(overrides["resume"], overrides)
+    base = read_yaml(args.config) if args.config else {}
+    return make_config(base, overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("ignite_cifar").setLevel(logging.INFO)
+    warnings.filterwarnings("ignore", message=".*pin_memory.*")
+    try:
+        if args.command == "train":
+            from .run import train
+
+            train(config_from_args(args))
+        elif args.command == "explain":
+            from .run import explain_saved_run
+
+            if args.n < 1:
+                raise UserError(f"n: must be >= 1, got {args.n}")
+            summary = explain_saved_run(args.run, args.checkpoint, args.n, args.order, args.method, args.layer,
+                                        args.which, args.device)
+            print(f"{len(summary['mistakes'])} misclassified images explained; wrote "
+                  + ", ".join(summary["files"].values()))
+        else:
+            from .run import evaluate_saved_run
+
+            s = evaluate_saved_run(args.run, args.checkpoint, args.which, args.device)
+            print(f"checkpoint: {s['checkpoint']}")
+            print(f"test loss {s['test_loss']:.4f}  accuracy {100 * s['test_accuracy']:.2f}% "
+                  f"({s['test_images']} images)")
+            print("per-class accuracy: " + json.dumps({k: round(100 * v, 2) for k, v in s["per_class_accuracy"].items()}))
+    except UserError as exc:
+        if args.debug:
+            raise
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except TrainingStopped as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0

@@ -1,0 +1,206 @@
+"""The one typed run configuration: defaults are the mission recipe, validated once at the edge."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .errors import ConfigError
+
+MODELS = ("resnet18", "resnet34")
+NORMS = ("layer", "group")
+DATASETS = ("cifar10", "folder", "synthetic")
+MISTAKE_ORDERS = ("confident", "first")
+GRADCAM_METHODS = ("gradcam", "gradcam++")
+EXPLAIN_CHECKPOINTS = ("final", "best")
+DEVICES = ("auto", "cpu", "cuda")
+BACKENDS = ("auto", "gloo", "nccl")
+SHIPPED_CONFIGS = ("default", "smoke")
+
+
+def _f(default: Any, help: str, choices: tuple | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass
+class Config:
+    """Every setting of a run. Field names are the CLI flags (`lr` is `--lr`)."""
+
+    # data
+    dataset: str = _f("cifar10", "cifar10 (torchvision, downloaded), folder (DIR/train, DIR/test) or synthetic", DATASETS)
+    data_dir: str = _f("./data", "where the data set lives (or is downloaded to)")
+    train_subset: int = _f(0, "class-stratified subset of the training split (0 = all)")
+    test_subset: int = _f(0, "class-stratified subset of the test split (0 = all)")
+    val_split: float = _f(0.0, "fraction of train held out as val; 0 = the test split is val")
+    skip_bad_images: bool = _f(False, "skip unreadable images in a folder data set instead of stopping")
+    num_workers: int = _f(2, "DataLoader worker processes per training process")
+    # augmentation (train only; a probability of 0 turns a transform off)
+    crop_padding: int = _f(4, "pixels padded on each side before the random 32x32 crop")
+    p_crop: float = _f(1.0, "probability of pad + random crop")
+    rotate_limit: float = _f(5.0, "largest rotation in degrees (both directions)")
+    p_rotate: float = _f(0.5, "probability of a rotation")
+    cutout_size: int = _f(16, "side of the one square cut out, in pixels")
+    p_cutout: float = _f(0.5, "probability of the cutout")
+    p_hflip: float = _f(0.0, "probability of a horizontal flip (off in the recipe)")
+    p_shift_scale_rotate: float = _f(0.0, "probability of an affine shift/scale/rotate (off in the recipe)")
+    p_to_gray: float = _f(0.0, "probability of converting to gray (off in the recipe)")
+    # model
+    model: str = _f("resnet18", "network architecture", MODELS)
+    norm: str = _f("layer", "normalization: layer = GroupNorm(1, C) over (C, H, W)", NORMS)
+    width: float = _f(1.0, "channel multiplier; 1.0 = 64 base channels")
+    # optimization
+    epochs: int = _f(40, "training epochs")
+    batch_size: int = _f(128, "global batch size (split across processes)")
+    lr: float = _f(0.01, "initial SGD learning rate")
+    momentum: float = _f(0.9, "SGD momentum")
+    weight_decay: float = _f(5e-4, "SGD weight decay")
+    plateau_factor: float = _f(0.1, "ReduceLROnPlateau: multiply the lr by this when val loss stalls")
+    plateau_patience: int = _f(2, "ReduceLROnPlateau: epochs without improvement before reducing")
+    min_lr: float = _f(1e-5, "ReduceLROnPlateau: lower bound of the lr")
+    # runtime
+    seed: int = _f(42, "seed for weights, data order, subsets and augmentation")
+    device: str = _f("auto", "auto (cuda when present), cpu or cuda", DEVICES)
+    amp: str = _f("auto", "mixed precision on CUDA: auto (on with CUDA), on, off", ("auto", "on", "off"))
+    channels_last: bool = _f(True, "channels_last memory format on CUDA")
+    compile: bool = _f(False, "torch.compile the model")
+    nproc_per_node: int = _f(1, "processes to spawn for data-parallel training")
+    backend: str = _f("auto", "distributed backend: auto (nccl on GPUs, gloo on CPU), gloo, nccl", BACKENDS)
+    log_every: int = _f(10, "log the training loss to TensorBoard every N iterations")
+    # outputs
+    output_dir: str = _f("runs", "folder that holds one sub-folder per run")
+    run_name: str = _f("", "name of this run's folder (default: a timestamp)")
+    resume: str = _f("", "checkpoint file or run folder to continue from")
+    # explanation when training completes
+    n_misclassified: int = _f(20, "misclassified test images to show (and explain)")
+    mistake_order: str = _f("confident", "which mistakes: confident (highest p first) or first (dataset order)", MISTAKE_ORDERS)
+    gradcam_method: str = _f("gradcam", "CAM method", GRADCAM_METHODS)
+    gradcam_layer: str = _f("layer4", "module whose activations GradCAM explains")
+    explain_checkpoint: str = _f("final", "model explained when training completes: final or best", EXPLAIN_CHECKPOINTS)
+
+    def validate(self) -> "Config":
+        """Raise ConfigError naming the first field whose value is not allowed."""
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value not in choices:
+                raise ConfigError(f"{f.name}: {value!r} is not allowed; choose one of {', '.join(choices)}")
+        positive = {"epochs": 1, "batch_size": 1, "n_misclassified": 1, "log_every": 1, "nproc_per_node": 1}
+        for name, low in positive.items():
+            if getattr(self, name) < low:
+                raise ConfigError(f"{name}: must be >= {low}, got {getattr(self, name)}")
+        for name in ("lr", "width"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")
+        for name in ("train_subset", "test_subset", "num_workers", "crop_padding", "cutout_size",
+                     "plateau_patience", "min_lr", "momentum", "weight_decay", "rotate_limit"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.val_split < 1.0:
+            raise ConfigError(f"val_split: must be in [0, 1), got {self.val_split}")
+        if not 0.0 < self.plateau_factor < 1.0:
+            raise ConfigError(f"plateau_factor: must be in (0, 1), got {self.plateau_factor}")
+        for f in fields(self):
+            if f.name.startswith("p_") and not 0.0 <= getattr(self, f.name) <= 1.0:
+                raise ConfigError(f"{f.name}: a probability must be in [0, 1], got {getattr(self, f.name)}")
+        if self.cutout_size > 32:
+            raise ConfigError(f"cutout_size: must be <= 32 (the image side), got {self.cutout_size}")
+        if round(64 * self.width) < 1:
+            raise ConfigError(f"width: {self.width} leaves no channels; use at least {1 / 64:.4f}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_TYPES = {f.name: typing.get_type_hints(Config)[f.name] for f in fields(Config)}
+
+
+def field_names() -> list[str]:
+    return [f.name for f in fields(Config)]
+
+
+def coerce(name: str, value: Any) -> Any:
+    """Convert a YAML or CLI value to the field's type, or raise ConfigError naming the field."""
+    if name not in _TYPES:
+        raise ConfigError(f"unknown field {name!r}; known fields: {', '.join(field_names())}")
+    kind = _TYPES[name]
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+            return value.lower() in ("true", "yes", "1", "on")
+        raise ConfigError(f"{name}: expected true or false, got {value!r}")
+    if kind is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{name}: expected an integer, got {value!r}")
+    if kind is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{name}: expected a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{name}: expected a number, got {value!r}")
+    if value is None:
+        return ""
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise ConfigError(f"{name}: expected a string, got {value!r}")
+    return str(value)
+
+
+def shipped_config_path(name: str) -> Path:
+    return Path(str(resources.files("ignite_cifar") / "configs" / f"{name}.yaml"))
+
+
+def read_yaml(path_or_name: str) -> dict[str, Any]:
+    """Read a config file (a path, or the name of a shipped config) into a plain dict of fields."""
+    path = Path(path_or_name)
+    if not path.exists() and path_or_name in SHIPPED_CONFIGS:
+        path = shipped_config_path(path_or_name)
+    if not path.is_file():
+        raise ConfigError(f"config: no such file {path_or_name!r}; give a YAML path or one of {', '.join(SHIPPED_CONFIGS)}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"config: {path} is not valid YAML{where}: {exc.problem or exc.context}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config: {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: {path} must hold a mapping of field: value, got {type(data).__name__}")
+    return data
+
+
+def make_config(*layers: Mapping[str, Any]) -> Config:
+    """Defaults, updated by each mapping in turn (e.g. YAML file, then CLI flags), then validated."""
+    values: dict[str, Any] = {}
+    for layer in layers:
+        for name, value in layer.items():
+            values[name.replace("-", "_")] = coerce(name.replace("-", "_"), value)
+    return Config(**values).validate()
+
+
+def dump_yaml(data: Mapping[str, Any]) -> str:
+    return yaml.safe_dump(dict(data), sort_keys=False)

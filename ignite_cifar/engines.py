@@ -1,0 +1,90 @@
+"""Ignite trainer and evaluator engines (mixed precision and channels_last where CUDA is present)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from ignite.engine import Engine
+from ignite.metrics import Accuracy, Average, ConfusionMatrix, Loss
+from torch import nn
+
+
+@dataclass
+class Precision:
+    """How the step runs: autocast dtype (None = full precision), GradScaler, memory format."""
+
+    dtype: torch.dtype | None = None
+    scaler: torch.amp.GradScaler | None = None
+    channels_last: bool = False
+
+    @classmethod
+    def resolve(cls, amp: str, channels_last: bool, device: torch.device) -> "Precision":
+        """amp auto/on means bf16 where the GPU supports it, else fp16 with a GradScaler; a no-op off CUDA."""
+        if device.type != "cuda":
+            return cls()
+        dtype = None
+        scaler = None
+        if amp in ("auto", "on"):
+            if torch.cuda.is_bf16_supported():
+                dtype = torch.bfloat16
+            else:
+                dtype, scaler = torch.float16, torch.amp.GradScaler("cuda")
+        return cls(dtype, scaler, channels_last)
+
+    def describe(self) -> str:
+        return f"{'fp32' if self.dtype is None else str(self.dtype).replace('torch.', '')}" + (
+            ", channels_last" if self.channels_last else "")
+
+
+def _prepare(batch, device: torch.device, precision: Precision):
+    x, y = batch
+    fmt = torch.channels_last if precision.channels_last else torch.contiguous_format
+    return (x.to(device, non_blocking=True, memory_format=fmt), y.to(device, non_blocking=True))
+
+
+def create_trainer(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module,
+                   device: torch.device, precision: Precision | None = None) -> Engine:
+    """A trainer whose output is {loss, y_pred, y} (tensors; no host sync) with epoch `loss` and `accuracy`."""
+    precision = precision or Precision()
+
+    def train_step(engine: Engine, batch) -> dict:
+        model.train()
+        x, y = _prepare(batch, device, precision)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=precision.dtype, enabled=precision.dtype is not None):
+            y_pred = model(x)
+            loss = criterion(y_pred, y)
+        if precision.scaler is not None:
+            precision.scaler.scale(loss).backward()
+            precision.scaler.step(optimizer)
+            precision.scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        return {"loss": loss.detach(), "y_pred": y_pred.detach(), "y": y}
+
+    trainer = Engine(train_step)
+    Average(output_transform=lambda out: out["loss"], device=device).attach(trainer, "loss")
+    Accuracy(output_transform=lambda out: (out["y_pred"], out["y"]), device=device).attach(trainer, "accuracy")
+    return trainer
+
+
+def create_evaluator(model: nn.Module, criterion: nn.Module, num_classes: int, device: torch.device,
+                     precision: Precision | None = None) -> Engine:
+    """An evaluator with `loss`, `accuracy` and `confusion` (a ConfusionMatrix) metrics."""
+    precision = precision or Precision()
+
+    @torch.no_grad()
+    def eval_step(engine: Engine, batch):
+        model.eval()
+        x, y = _prepare(batch, device, precision)
+        with torch.autocast(device.type, dtype=precision.dtype, enabled=precision.dtype is not None):
+            y_pred = model(x)
+        return y_pred.float(), y
+
+    evaluator = Engine(eval_step)
+    Loss(criterion, device=device).attach(evaluator, "loss")
+    Accuracy(device=device).attach(evaluator, "accuracy")
+    ConfusionMatrix(num_classes, device=device).attach(evaluator, "confusion")
+    return evaluator

@@ -1,0 +1,92 @@
+"""Every figure of a run, drawn with matplotlib's Agg backend (nothing else in the package draws)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+
+def curves(records: Sequence[dict[str, Any]]) -> Figure:
+    """Train and val loss (left) and accuracy (right) per epoch."""
+    epochs = [r["epoch"] for r in records]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for split, style in (("train", "-o"), ("val", "-s")):
+        ax_loss.plot(epochs, [r[f"{split}_loss"] for r in records], style, ms=3, label=split)
+        ax_acc.plot(epochs, [100 * r[f"{split}_accuracy"] for r in records], style, ms=3, label=split)
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5, colormap: str = "jet") -> np.ndarray:
+    """An H x W x 3 image in [0, 1] with a CAM in [0, 1] blended on top in a colour map."""
+    heat = matplotlib.colormaps[colormap](np.clip(cam, 0, 1))[..., :3]
+    return np.clip((1 - alpha) * image + alpha * heat, 0, 1)
+
+
+def _grid(n_panels: int, cols: int, panel: float = 1.6) -> tuple[Figure, np.ndarray]:
+    rows = max(1, math.ceil(n_panels / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * panel, rows * (panel + 0.35)), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    return fig, axes.ravel()
+
+
+def misclassified_grid(images: np.ndarray, mistakes: Sequence[dict[str, Any]], cols: int = 5) -> Figure:
+    """The de-normalized images, each titled `pred / true (p=0.93)`."""
+    fig, axes = _grid(len(mistakes), cols, panel=1.8)
+    for ax, img, m in zip(axes, images, mistakes):
+        ax.imshow(img, interpolation="nearest")
+        ax.set_title(f"{m['pred_name']} / {m['true_name']}\n(p={m['prob']:.2f})", fontsize=8)
+    fig.suptitle("misclassified test images: predicted / true (p = predicted probability)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def gradcam_grid(images: np.ndarray, cam_pred: np.ndarray, cam_true: np.ndarray,
+                 mistakes: Sequence[dict[str, Any]], method: str = "gradcam", per_row: int = 4) -> Figure:
+    """For each image, in the same order as the misclassified grid: image | CAM of pred | CAM of true."""
+    fig, axes = _grid(3 * len(mistakes), 3 * per_row, panel=1.5)
+    for k, m in enumerate(mistakes):
+        a_img, a_pred, a_true = axes[3 * k: 3 * k + 3]
+        a_img.imshow(images[k], interpolation="nearest")
+        a_img.set_title(f"#{k + 1} idx {m['index']}", fontsize=7)
+        a_pred.imshow(overlay(images[k], cam_pred[k]), interpolation="bilinear")
+        a_pred.set_title(f"pred: {m['pred_name']}", fontsize=7, color="darkred")
+        a_true.imshow(overlay(images[k], cam_true[k]), interpolation="bilinear")
+        a_true.set_title(f"true: {m['true_name']}", fontsize=7, color="darkgreen")
+    fig.suptitle(f"{method}: where the network looked, for the predicted class and for the true class "
+                 "(jet: red = high)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def confusion(cm: np.ndarray, classes: Sequence[str]) -> Figure:
+    """Confusion matrix, rows = true class, columns = predicted class, with counts."""
+    fig, ax = plt.subplots(figsize=(1 + 0.6 * len(classes), 1 + 0.55 * len(classes)))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(classes)), classes, fontsize=8)
+    ax.set(xlabel="predicted", ylabel="true")
+    limit = cm.max() / 2 if cm.size else 0
+    for (i, j), v in np.ndenumerate(cm):
+        ax.text(j, i, str(v), ha="center", va="center", fontsize=7, color="white" if v > limit else "black")
+    total = cm.sum()
+    ax.set_title(f"confusion on {total} test images, accuracy {100 * np.trace(cm) / max(1, total):.2f}%", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def close(fig: Figure) -> None:
+    plt.close(fig)

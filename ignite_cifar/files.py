@@ -1,0 +1,115 @@
+"""Run-folder files: atomic writes, and checkpoints loaded as data (never as code)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .errors import CheckpointError
+
+CHECKPOINT_DIR = "checkpoints"
+LAST_PREFIX = "last"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+BEST_PREFIX = "best"
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    """Call write(tmp_path) on a temporary file beside `path`, then rename it over `path`.
+
+    A crash mid-write leaves the old file (or none), never a half-written one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the permissions open() would
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    def _write(tmp: str) -> None:
+        with open(tmp, "w") as fh:
+            fh.write(text)
+    atomic_write(path, _write)
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def save_figure(fig, path: str | os.PathLike, **kwargs) -> None:
+    ext = Path(path).suffix.lstrip(".") or "png"
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format=ext, **kwargs))
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint as a dict of tensors and plain values; anything else is refused, and nothing in it runs."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path} is not a safe checkpoint: it holds objects other than tensors and plain "
+                              f"values, so it was not loaded ({first.strip()[:160]})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, ImportError) as exc:
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} is not a checkpoint of this project (found {type(data).__name__}, expected a dict)")
+    return data
+
+
+def model_state(checkpoint: dict[str, Any], path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The model weights in a checkpoint: either a full training checkpoint or a model-only one."""
+    state = checkpoint.get("model", checkpoint)
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} holds no model weights (expected a 'model' entry of tensors)")
+    return state
+
+
+def load_model_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Load weights, or say which names and shapes differ (another architecture, width or class count)."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if shapes:
+            parts.append(f"{len(shapes)} shape(s) differ, e.g. {'; '.join(shapes[:2])}")
+        if missing:
+            parts.append(f"{len(missing)} weight(s) missing, e.g. {missing[0]}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected weight(s), e.g. {unexpected[0]}")
+        raise CheckpointError(f"{path} does not fit this model (another architecture, width or class count?): "
+                              + "; ".join(parts))
+    model.load_state_dict(state)
+
+
+def _step(path: Path) -> int:
+    match = re.search(r"_(\d+)(?:_[^/]*)?\.pt$", path.name)
+    return int(match.group(1)) if match else -1
+
+
+def find_checkpoint(run_dir: str | os.PathLike, prefix: str = LAST_PREFIX) -> Path | None:
+    """The newest `prefix_*.pt` in a run's checkpoints folder (highest step), or None."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    found = sorted(folder.glob(f"{prefix}_*.pt"), key=_step) if folder.is_dir() else []
+    return found[-1] if found else None

@@ -1,0 +1,188 @@
+"""Small handlers attached to the trainer's and evaluator's events."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint, DiskSaver, TerminateOnNan, global_step_from_engine
+from ignite.handlers.tensorboard_logger import TensorboardLogger
+from torch.optim.lr_scheduler import ReduceLROnPlateau
+
+from . import files
+
+log = logging.getLogger("ignite_cifar")
+
+
+def current_lr(optimizer: torch.optim.Optimizer) -> float:
+    return float(optimizer.param_groups[0]["lr"])
+
+
+class PlateauScheduler:
+    """torch's ReduceLROnPlateau stepped on the val loss each time the val evaluator completes.
+
+    Written here rather than ignite's ReduceLROnPlateauScheduler because that one's state_dict carries a
+    bound method, which cannot be saved as plain data (see files.load_checkpoint).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, factor: float, patience: int, min_lr: float,
+                 metric_name: str = "loss"):
+        self.optimizer = optimizer
+        self.metric_name = metric_name
+        self.scheduler = ReduceLROnPlateau(optimizer, mode="min", factor=factor, patience=patience, min_lr=min_lr)
+
+    def __call__(self, evaluator: Engine) -> None:
+        before = current_lr(self.optimizer)
+        self.scheduler.step(float(evaluator.state.metrics[self.metric_name]))
+        after = current_lr(self.optimizer)
+        if after < before:
+            log.info("val %s did not improve for %d evaluations: lr %.3g -> %.3g",
+                     self.metric_name, self.scheduler.patience + 1, before, after)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.scheduler.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.scheduler.load_state_dict(state)
+
+
+def attach_plateau_scheduler(evaluator: Engine, optimizer: torch.optim.Optimizer, factor: float,
+                             patience: int, min_lr: float) -> PlateauScheduler:
+    scheduler = PlateauScheduler(optimizer, factor, patience, min_lr)
+    evaluator.add_event_handler(Events.COMPLETED, scheduler)
+    return scheduler
+
+
+class RNGState:
+    """The torch generators' states as tensors, so a checkpoint restores them as plain data."""
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def attach_epoch_seeding(trainer: Engine, *targets: Any) -> None:
+    """Before each epoch, tell samplers and datasets which epoch it is (0-based): order and augmentation follow."""
+
+    def set_epoch(engine: Engine) -> None:
+        for target in targets:
+            target.set_epoch(engine.state.epoch - 1)
+
+    trainer.add_event_handler(Events.EPOCH_STARTED, set_epoch)
+
+
+def attach_nan_guard(trainer: Engine) -> None:
+    """ignite's TerminateOnNan, plus a note of the iteration where it fired (read by run.train)."""
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan(output_transform=lambda out: out["loss"]))
+
+    @trainer.on(Events.TERMINATE)
+    def note_iteration(engine: Engine) -> None:
+        loss = engine.state.output["loss"] if engine.state.output else None
+        if loss is not None and not bool(torch.isfinite(loss).all()):
+            engine.state.nonfinite_iteration = engine.state.iteration
+
+
+def attach_checkpoints(trainer: Engine, val_evaluator: Engine, to_save: dict[str, Any], run_dir: Path,
+                       model: torch.nn.Module) -> tuple[Checkpoint, Checkpoint]:
+    """`last_checkpoint_<iteration>.pt` (everything needed to resume) each epoch; `best_model_*.pt` by val accuracy."""
+    folder = run_dir / files.CHECKPOINT_DIR
+    last = Checkpoint(to_save, DiskSaver(str(folder), require_empty=False, atomic=True),
+                      filename_prefix=files.LAST_PREFIX, n_saved=1,
+                      global_step_transform=lambda engine, _: engine.state.iteration)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, last)
+    best = Checkpoint({"model": model}, DiskSaver(str(folder), require_empty=False, atomic=True),
+                      filename_prefix=files.BEST_PREFIX, n_saved=1,
+                      score_function=lambda engine: float(engine.state.metrics["accuracy"]),
+                      score_name="val_accuracy", global_step_transform=global_step_from_engine(trainer))
+    val_evaluator.add_event_handler(Events.COMPLETED, best)
+    return last, best
+
+
+def attach_tensorboard(log_dir: Path, trainer: Engine, val_evaluator: Engine, optimizer: torch.optim.Optimizer,
+                       log_every: int, config_text: str) -> TensorboardLogger:
+    """Tags: train/batch_loss and lr/group_0 per iteration; train/{loss,accuracy}, val/{loss,accuracy} per epoch."""
+    tb = TensorboardLogger(log_dir=str(log_dir))
+    every = Events.ITERATION_COMPLETED(every=log_every)
+    tb.attach_output_handler(trainer, event_name=every, tag="train",
+                             output_transform=lambda out: {"batch_loss": out["loss"]})
+    tb.attach_opt_params_handler(trainer, event_name=every, optimizer=optimizer, param_name="lr")
+    tb.attach_output_handler(trainer, event_name=Events.EPOCH_COMPLETED, tag="train",
+                             metric_names=["loss", "accuracy"], global_step_transform=global_step_from_engine(trainer))
+    tb.attach_output_handler(val_evaluator, event_name=Events.COMPLETED, tag="val",
+                             metric_names=["loss", "accuracy"], global_step_transform=global_step_from_engine(trainer))
+    tb.writer.add_text("config", "```\n" + config_text + "\n```", global_step=0)
+    trainer.add_event_handler(Events.COMPLETED | Events.TERMINATE, lambda _: tb.writer.flush())
+    return tb
+
+
+class History:
+    """Per-epoch records (train/val loss and accuracy, lr, epoch seconds) kept in history.json."""
+
+    def __init__(self, path: Path, records: Iterable[dict[str, Any]] = ()):
+        self.path = path
+        self.records = list(records)
+        self.extra: dict[str, Any] = {}
+
+    @classmethod
+    def resume(cls, path: Path, up_to_epoch: int) -> "History":
+        """Continue a run's history, dropping epochs past the checkpoint we resume from."""
+        import json
+
+        records = []
+        if path.is_file():
+            records = [r for r in json.loads(path.read_text()).get("epochs", []) if r["epoch"] <= up_to_epoch]
+        return cls(path, records)
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.records = [r for r in self.records if r["epoch"] != record["epoch"]] + [record]
+        self.write()
+
+    def write(self) -> None:
+        files.write_json(self.path, {"epochs": self.records, **self.extra})
+
+
+def attach_epoch_log(trainer: Engine, val_evaluator: Engine, val_loader, optimizer: torch.optim.Optimizer,
+                     history: History | None, train_size: int,
+                     on_record: Callable[[dict[str, Any]], None] | None = None) -> None:
+    """After each epoch: evaluate val, then record/print the epoch. On ranks other than 0 `history` is None."""
+    lr_in_epoch: dict[str, float] = {}
+
+    @trainer.on(Events.EPOCH_STARTED)
+    def remember_lr(engine: Engine) -> None:
+        lr_in_epoch["lr"] = current_lr(optimizer)
+
+    @trainer.on(Events.EPOCH_COMPLETED)
+    def evaluate_and_record(engine: Engine) -> None:
+        val_evaluator.run(val_loader)
+        if history is None:
+            return
+        seconds = engine.state.times[Events.EPOCH_COMPLETED.name]
+        m, v = engine.state.metrics, val_evaluator.state.metrics
+        record = {
+            "epoch": engine.state.epoch,
+            "iteration": engine.state.iteration,
+            "train_loss": float(m["loss"]), "train_accuracy": float(m["accuracy"]),
+            "val_loss": float(v["loss"]), "val_accuracy": float(v["accuracy"]),
+            "lr": lr_in_epoch["lr"], "next_lr": current_lr(optimizer),
+            "epoch_seconds": round(float(seconds), 3),
+            "train_images_per_s": round(train_size / seconds, 1) if seconds > 0 else None,
+        }
+        history.add(record)
+        log.info("epoch %d/%d  train loss %.4f acc %.2f%%  val loss %.4f acc %.2f%%  lr %.3g  %.1fs",
+                 record["epoch"], engine.state.max_epochs, record["train_loss"], 100 * record["train_accuracy"],
+                 record["val_loss"], 100 * record["val_accuracy"], record["lr"], seconds)
+        if not all(math.isfinite(record[k]) for k in ("train_loss", "val_loss")):
+            log.warning("non-finite loss in epoch %d", record["epoch"])
+        if on_record is not None:
+            on_record(record)

@@ -1,0 +1,87 @@
+"""ResNet18/34 for 32x32 inputs with a pluggable, batch-independent normalization layer."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+NormFactory = Callable[[int], nn.Module]
+
+
+def norm_factory(norm: str) -> NormFactory:
+    """`layer`: GroupNorm(1, C), i.e. LayerNorm over (C, H, W) of each sample; `group`: up to 32 groups."""
+    if norm == "layer":
+        return lambda channels: nn.GroupNorm(1, channels)
+    if norm == "group":
+        return lambda channels: nn.GroupNorm(_groups(channels), channels)
+    raise ValueError(f"unknown norm {norm!r}; choose layer or group")
+
+
+def _groups(channels: int) -> int:
+    for g in (32, 16, 8, 4, 2):
+        if channels % g == 0:
+            return g
+    return 1
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, stride: int, make_norm: NormFactory):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
+        self.norm1 = make_norm(out_ch)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, stride=1, padding=1, bias=False)
+        self.norm2 = make_norm(out_ch)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_ch != out_ch:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), make_norm(out_ch))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.norm1(self.conv1(x)))
+        out = self.norm2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """3x3 stem, four stages (64/128/256/512 x width channels, strides 1/2/2/2), global average pool, linear."""
+
+    def __init__(self, blocks: list[int], num_classes: int = 10, norm: str = "layer", width: float = 1.0):
+        super().__init__()
+        make_norm = norm_factory(norm)
+        base = max(1, round(64 * width))
+        channels = [base, base * 2, base * 4, base * 8]
+        self.conv1 = nn.Conv2d(3, base, 3, stride=1, padding=1, bias=False)
+        self.norm1 = make_norm(base)
+        self.relu = nn.ReLU(inplace=True)
+        in_ch = base
+        stages = []
+        for i, (out_ch, n) in enumerate(zip(channels, blocks)):
+            stride = 1 if i == 0 else 2
+            layers = []
+            for j in range(n):
+                layers.append(BasicBlock(in_ch, out_ch, stride if j == 0 else 1, make_norm))
+                in_ch = out_ch
+            stages.append(nn.Sequential(*layers))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_ch, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.norm1(self.conv1(x)))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+ARCHITECTURES = {"resnet18": [2, 2, 2, 2], "resnet34": [3, 4, 6, 3]}
+
+
+def build_model(name: str = "resnet18", num_classes: int = 10, norm: str = "layer", width: float = 1.0) -> ResNet:
+    """A CIFAR ResNet (`resnet18` or `resnet34`) for 32x32 images."""
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(ARCHITECTURES)}")
+    return ResNet(ARCHITECTURES[name], num_classes=num_classes, norm=norm, width=width)

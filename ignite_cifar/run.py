@@ -1,0 +1,425 @@
+"""Wires one training run: data -> loaders -> model -> engines -> handlers -> run folder.
+
+`train(config)` validates everything a user can get wrong in the launching process, then runs `training`
+in each process through `idist.Parallel` (one process, `--nproc-per-node N` spawned ones, or torchrun's).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import logging
+import os
+import signal
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ignite
+import ignite.distributed as idist
+import torch
+from ignite.contrib.handlers import ProgressBar
+from ignite.engine import Events
+from ignite.handlers import Checkpoint
+from ignite.utils import manual_seed, setup_logger
+from torch import nn
+from torch.utils.data.distributed import DistributedSampler
+
+from . import figures, files
+from .augment import AugmentedDataset, build_test_transform, build_train_transform, describe, eval_dataset
+from .config import Config, dump_yaml, make_config, read_yaml
+from .data import DataSplits, channel_stats, load_data
+from .engines import Precision, create_evaluator, create_trainer
+from .errors import CheckpointError, ConfigError, TrainingStopped, UserError
+from .explain import write_explanations
+from .gradcam import UnknownLayerError, resolve_layer
+from .handlers import (History, RNGState, attach_checkpoints, attach_epoch_log, attach_epoch_seeding,
+                       attach_nan_guard, attach_plateau_scheduler, attach_tensorboard)
+from .models import build_model
+
+log = logging.getLogger("ignite_cifar")
+
+# ignite's launcher and auto_* helpers log every call at INFO; our own epoch lines say what matters.
+for _name in ("auto_dataloader", "auto_model", "auto_optim"):
+    setup_logger(f"ignite.distributed.auto.{_name}", level=logging.WARNING)
+setup_logger("ignite.distributed.launcher.Parallel", level=logging.WARNING)
+
+CONFIG_FILE = "config.yaml"
+HISTORY_FILE = "history.json"
+DERIVED = "derived"  # section of config.yaml that holds what the run computed, not what the user set
+
+
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler (also for one process: the order depends only on seed and epoch) that can skip
+    the batches an interrupted epoch already trained on, once, when a run resumes mid-epoch."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.skip = 0
+
+    def __iter__(self):
+        indices = list(super().__iter__())
+        skip, self.skip = self.skip, 0
+        return iter(indices[skip:])
+
+
+@dataclass
+class Prepared:
+    """What the launcher checked and resolved before any process starts training."""
+
+    config: Config
+    data: DataSplits
+    run_dir: Path | None  # None: a timestamped name is chosen by rank 0
+    checkpoint: Path | None = None
+    derived: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- launcher side
+def resolve_resume(resume: str) -> tuple[Path, Path]:
+    """(checkpoint file, run folder) for `--resume` given a run folder or a checkpoint file."""
+    path = Path(resume)
+    if path.is_dir():
+        ckpt = files.find_checkpoint(path)
+        if ckpt is None:
+            raise CheckpointError(f"resume: {path} has no {files.CHECKPOINT_DIR}/{files.LAST_PREFIX}_*.pt to resume from")
+        return ckpt, path
+    if not path.exists():
+        raise CheckpointError(f"resume: {path} does not exist; give a run folder or a checkpoint file")
+    run_dir = path.parent.parent if path.parent.name == files.CHECKPOINT_DIR else path.parent
+    return path, run_dir
+
+
+def saved_config(run_dir: Path) -> dict[str, Any]:
+    """A run's config.yaml without its derived section (the fields a user set)."""
+    data = read_yaml(str(Path(run_dir) / CONFIG_FILE))
+    data.pop(DERIVED, None)
+    return data
+
+
+def config_for_resume(resume: str, overrides: dict[str, Any]) -> Config:
+    """The resumed run's own config, updated by the flags given now (e.g. more --epochs)."""
+    _, run_dir = resolve_resume(resume)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise CheckpointError(f"resume: {run_dir} has no {CONFIG_FILE}; is it a run folder of ignite-cifar?")
+    return make_config(saved_config(run_dir), overrides, {"resume": resume})
+
+
+def _check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"output_dir: cannot write into {folder} ({exc.strerror}); choose another --output-dir") from None
+
+
+def _check_layer(config: Config) -> None:
+    probe = build_model(config.model, 10, config.norm, min(config.width, 0.125))
+    try:
+        resolve_layer(probe, config.gradcam_layer)
+    except UnknownLayerError as exc:
+        raise ConfigError(f"gradcam_layer: {exc}") from None
+
+
+def check_checkpoint_fits(config: Config, num_classes: int, ckpt: Path) -> dict[str, Any]:
+    """Load a checkpoint as data and check that it is a resumable one that fits this model."""
+    state = files.load_checkpoint(ckpt)
+    missing = [k for k in ("model", "optimizer", "trainer", "scheduler") if k not in state]
+    if missing:
+        raise CheckpointError(f"{ckpt} cannot be resumed from: it lacks {', '.join(missing)} "
+                              f"(use a {files.LAST_PREFIX}_*.pt checkpoint)")
+    files.load_model_weights(build_model(config.model, num_classes, config.norm, config.width),
+                             files.model_state(state, ckpt), ckpt)
+    done = int(state["trainer"].get("iteration", 0)) // max(1, int(state["trainer"].get("epoch_length") or 1))
+    if done >= config.epochs:
+        raise ConfigError(f"epochs: the checkpoint has finished {done} epochs already; "
+                          f"pass --epochs larger than {done} to train further")
+    return state
+
+
+def prepare(config: Config) -> Prepared:
+    """Everything that can fail because of the user's input, checked before training starts."""
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: cuda was asked for but no CUDA device is available; use --device cpu or auto")
+    if config.backend == "nccl" and not torch.cuda.is_available():
+        raise ConfigError("backend: nccl needs CUDA GPUs; use --backend gloo on CPU")
+    _check_layer(config)
+    checkpoint = None
+    if config.resume:
+        checkpoint, run_dir = resolve_resume(config.resume)
+    else:
+        out = Path(config.output_dir)
+        _check_writable(out)
+        run_dir = out / config.run_name if config.run_name else None
+        if run_dir is not None and run_dir.exists():
+            raise ConfigError(f"run_name: {run_dir} exists already; choose another --run-name, or continue it "
+                              f"with --resume {run_dir}")
+    data = load_data(config)
+    if checkpoint is not None:
+        check_checkpoint_fits(config, len(data.classes), checkpoint)
+    mean, std = channel_stats(data.train.images)
+    derived = {
+        "mean": mean, "std": std, "classes": list(data.classes),
+        "train_images": len(data.train), "val_images": len(data.val or data.test), "test_images": len(data.test),
+        "val_source": "held-out train" if data.val is not None else "test split",
+        "skipped_images": data.skipped_images,
+        "train_transform": describe(build_train_transform(config, mean, std)),
+        "test_transform": describe(build_test_transform(mean, std)),
+        "versions": {"torch": str(torch.__version__), "ignite": str(ignite.__version__), "python": sys.version.split()[0]},
+    }
+    return Prepared(config, data, run_dir, checkpoint, derived)
+
+
+def _backend(config: Config) -> str | None:
+    if config.nproc_per_node <= 1 and "WORLD_SIZE" not in os.environ:
+        return None
+    if config.backend != "auto":
+        return config.backend
+    return "nccl" if torch.cuda.is_available() and config.device != "cpu" else "gloo"
+
+
+def train(config: Config) -> dict[str, Any]:
+    """Train as configured; returns rank 0's summary (final val accuracy, run folder, ...)."""
+    prepared = prepare(config)
+    nproc = config.nproc_per_node if config.nproc_per_node > 1 and "WORLD_SIZE" not in os.environ else None
+    result: dict[str, Any] = {}
+    with idist.Parallel(backend=_backend(config), nproc_per_node=nproc) as parallel:
+        parallel.run(training, prepared, result)
+    if nproc:  # spawned processes cannot hand back their dict: read what rank 0 wrote
+        result.update(_summary_from_disk(prepared))
+    return result
+
+
+def _summary_from_disk(prepared: Prepared) -> dict[str, Any]:
+    import json
+
+    run_dir = prepared.run_dir or _latest_run(Path(prepared.config.output_dir))
+    history = json.loads((run_dir / HISTORY_FILE).read_text())
+    last = history["epochs"][-1] if history["epochs"] else {}
+    return {"run_dir": str(run_dir), "val_accuracy": last.get("val_accuracy"), "epochs": len(history["epochs"])}
+
+
+def _latest_run(out: Path) -> Path:
+    runs = sorted((p for p in out.iterdir() if (p / CONFIG_FILE).is_file()), key=lambda p: p.stat().st_mtime)
+    return runs[-1]
+
+
+# ---------------------------------------------------------------- per process
+def _device(config: Config) -> torch.device:
+    if config.device == "cpu":
+        return torch.device("cpu")
+    return idist.device()
+
+
+def _make_run_dir(prepared: Prepared) -> Path:
+    """Rank 0 picks (a timestamped name when none was given) and creates the folder; everyone gets its path."""
+    run_dir = prepared.run_dir
+    if idist.get_rank() == 0 and run_dir is None:
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = Path(prepared.config.output_dir)
+        run_dir, k = out / stamp, 1
+        while run_dir.exists():
+            run_dir, k = out / f"{stamp}-{k}", k + 1
+    if idist.get_world_size() > 1:
+        run_dir = Path(idist.broadcast(str(run_dir) if run_dir else "", src=0, safe_mode=True))
+    if idist.get_rank() == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def training(local_rank: int, prepared: Prepared, result: dict[str, Any]) -> None:
+    """One process's training: the same code on 1 CPU, N CPUs with gloo or N GPUs with nccl."""
+    config, data = prepared.config, prepared.data
+    rank, world = idist.get_rank(), idist.get_world_size()
+    device = _device(config)
+    manual_seed(config.seed)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    log.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    run_dir = _make_run_dir(prepared)
+    mean, std = prepared.derived["mean"], prepared.derived["std"]
+    precision = Precision.resolve(config.amp, config.channels_last, device)
+
+    # data
+    train_ds = AugmentedDataset(data.train.images, data.train.labels, build_train_transform(config, mean, std),
+                                config.seed)
+    sampler = ResumableSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=config.seed)
+    pin = device.type == "cuda"
+    train_loader = idist.auto_dataloader(train_ds, batch_size=config.batch_size, sampler=sampler,
+                                         num_workers=config.num_workers, pin_memory=pin, drop_last=False)
+    val_split = data.val if data.val is not None else data.test
+    val_loader = idist.auto_dataloader(eval_dataset(val_split.images, val_split.labels, mean, std),
+                                       batch_size=max(config.batch_size, 256), shuffle=False, num_workers=0,
+                                       pin_memory=pin)
+
+    # model, optimizer, engines
+    base_model = build_model(config.model, len(data.classes), config.norm, config.width)
+    if precision.channels_last:
+        base_model = base_model.to(memory_format=torch.channels_last)
+    model = idist.auto_model(base_model)
+    base_model = model.module if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model
+    if config.compile:
+        model = torch.compile(model)
+    optimizer = idist.auto_optim(torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                                 weight_decay=config.weight_decay))
+    criterion = nn.CrossEntropyLoss().to(device)
+    trainer = create_trainer(model, optimizer, criterion, device, precision)
+    val_evaluator = create_evaluator(model, criterion, len(data.classes), device, precision)
+
+    # handlers
+    attach_epoch_seeding(trainer, sampler, train_ds)
+    attach_nan_guard(trainer)
+    plateau = attach_plateau_scheduler(val_evaluator, optimizer, config.plateau_factor, config.plateau_patience,
+                                       config.min_lr)
+    to_save: dict[str, Any] = {"model": base_model, "optimizer": optimizer, "scheduler": plateau,
+                               "trainer": trainer, "rng": RNGState()}
+    if precision.scaler is not None:
+        to_save["scaler"] = precision.scaler
+    last_ckpt, best_ckpt = attach_checkpoints(trainer, val_evaluator, to_save, run_dir, base_model)
+
+    start_epoch = 0
+    if prepared.checkpoint is not None:
+        state = files.load_checkpoint(prepared.checkpoint)
+        Checkpoint.load_objects(to_load={k: v for k, v in to_save.items() if k in state}, checkpoint=state)
+        epoch_length = trainer.state.epoch_length or len(train_loader)
+        start_epoch = trainer.state.iteration // epoch_length
+        # A mid-epoch checkpoint (written on interrupt) resumes on the batches that epoch had not reached yet.
+        sampler.skip = (trainer.state.iteration % epoch_length) * (train_loader.batch_size or 1)
+
+    history = None
+    tb = None
+    if rank == 0:
+        config_text = dump_yaml({**config.to_dict(), DERIVED: {**prepared.derived, "world_size": world,
+                                                                "device": str(device),
+                                                                "precision": precision.describe()}})
+        files.write_text(run_dir / CONFIG_FILE, config_text)
+        history = History.resume(run_dir / HISTORY_FILE, start_epoch)
+        tb = attach_tensorboard(run_dir / "tb", trainer, val_evaluator, optimizer, config.log_every, config_text)
+        if sys.stderr.isatty():  # a bar redrawn 400 times an epoch is noise in a log file
+            ProgressBar(persist=False).attach(trainer, output_transform=lambda out: {"loss": out["loss"]})
+        log.info("run folder: %s | %s x%d on %s (%s) | %d train / %d val images | %s", run_dir, config.model,
+                 world, device, precision.describe(), len(data.train), len(val_split),
+                 f"resuming after epoch {start_epoch}" if prepared.checkpoint else "from scratch")
+
+    def draw_curves(_record) -> None:
+        fig = figures.curves(history.records)
+        files.save_figure(fig, run_dir / "curves.png", dpi=110)
+        figures.close(fig)
+
+    attach_epoch_log(trainer, val_evaluator, val_loader, optimizer, history, len(data.train),
+                     on_record=draw_curves if rank == 0 else None)
+
+    if rank == 0:
+        @trainer.on(Events.COMPLETED)
+        def explain_on_completion(engine) -> None:
+            if getattr(engine.state, "nonfinite_iteration", None) is not None:
+                return
+            model_to_explain, source = base_model, "final"
+            if config.explain_checkpoint == "best":
+                best = files.find_checkpoint(run_dir, files.BEST_PREFIX)
+                if best is not None:
+                    model_to_explain = copy.deepcopy(base_model)
+                    files.load_model_weights(model_to_explain, files.model_state(files.load_checkpoint(best), best), best)
+                    source = f"best ({best.name})"
+            summary = write_explanations(
+                model_to_explain, data.test, data.classes, mean, std, run_dir, device, n=config.n_misclassified,
+                order=config.mistake_order, method=config.gradcam_method, layer=config.gradcam_layer,
+                tb_writer=tb.writer if tb else None, step=engine.state.epoch, source=source)
+            history.extra["final_test"] = {k: summary[k] for k in ("test_loss", "test_accuracy", "per_class_accuracy")}
+            history.write()
+            log.info("test accuracy (%s model): %.2f%% on %d images; %d mistakes explained in %s",
+                     source, 100 * summary["test_accuracy"], summary["test_images"], len(summary["mistakes"]),
+                     run_dir / "gradcam.png")
+
+    interrupted = _install_sigterm()
+    try:
+        trainer.run(train_loader, max_epochs=config.epochs)
+    except KeyboardInterrupt:
+        last_ckpt(trainer)  # the state right now, mid-epoch included: resuming continues from here
+        if tb:
+            tb.close()
+        raise TrainingStopped(f"interrupted at epoch {trainer.state.epoch}, iteration {trainer.state.iteration}; "
+                              f"saved {files.find_checkpoint(run_dir)}. Resume with: "
+                              f"python -m ignite_cifar train --resume {run_dir}",
+                              exit_code=143 if interrupted["sigterm"] else 130) from None
+    finally:
+        signal.signal(signal.SIGTERM, interrupted["previous"])
+    if tb:
+        tb.close()
+    bad = getattr(trainer.state, "nonfinite_iteration", None)
+    if bad is not None:
+        kept = files.find_checkpoint(run_dir)
+        raise TrainingStopped(f"the loss became NaN or infinite at iteration {bad} (epoch {trainer.state.epoch}); "
+                              f"training stopped. Last good checkpoint: {kept or 'none (it happened in epoch 1)'}. "
+                              "Try a smaller --lr.", exit_code=1)
+    if rank == 0:
+        final = history.records[-1] if history.records else {}
+        result.update({"run_dir": str(run_dir), "val_accuracy": final.get("val_accuracy"),
+                       "epochs": len(history.records)})
+        print(f"final val accuracy: {100 * final.get('val_accuracy', float('nan')):.2f}%  run folder: {run_dir}",
+              flush=True)
+
+
+def _install_sigterm() -> dict[str, Any]:
+    """SIGTERM (a scheduler stopping the job) is handled like Ctrl-C: checkpoint, then exit."""
+    flag: dict[str, Any] = {"sigterm": False}
+
+    def on_sigterm(signum, frame):
+        flag["sigterm"] = True
+        raise KeyboardInterrupt
+
+    flag["previous"] = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, on_sigterm)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
+    return flag
+
+
+# ---------------------------------------------------------------- saved runs
+def load_run(run: str | None = None, checkpoint: str | None = None, which: str = "final"):
+    """(config, derived, model on CPU, checkpoint path) of a saved run, from its folder or a checkpoint in it."""
+    if checkpoint:
+        ckpt = Path(checkpoint)
+        run_dir = ckpt.parent.parent if ckpt.parent.name == files.CHECKPOINT_DIR else ckpt.parent
+    else:
+        run_dir = Path(run or "")
+        if not run_dir.is_dir():
+            raise UserError(f"run: {run_dir} is not a run folder")
+        prefix = files.BEST_PREFIX if which == "best" else files.LAST_PREFIX
+        ckpt = files.find_checkpoint(run_dir, prefix)
+        if ckpt is None:
+            raise CheckpointError(f"run: {run_dir} has no {files.CHECKPOINT_DIR}/{prefix}_*.pt")
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise UserError(f"run: {run_dir} has no {CONFIG_FILE}; is it a run folder of ignite-cifar?")
+    raw = read_yaml(str(run_dir / CONFIG_FILE))
+    derived = raw.pop(DERIVED, {})
+    config = make_config(raw)
+    model = build_model(config.model, len(derived["classes"]), config.norm, config.width)
+    files.load_model_weights(model, files.model_state(files.load_checkpoint(ckpt), ckpt), ckpt)
+    return config, derived, model, ckpt, run_dir
+
+
+def explain_saved_run(run: str | None, checkpoint: str | None, n: int, order: str, method: str,
+                      layer: str, which: str = "final", device: str = "auto") -> dict[str, Any]:
+    """Regenerate a run's explanations (misclassified/gradcam/confusion) without training."""
+    config, derived, model, ckpt, run_dir = load_run(run, checkpoint, which)
+    resolve_layer(model, layer)  # an unknown name is a UserError that lists the valid ones
+    dev = torch.device("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+    data = load_data(config)
+    return write_explanations(model.to(dev), data.test, derived["classes"], derived["mean"], derived["std"], run_dir,
+                              dev, n=n, order=order, method=method, layer=layer, source=f"{ckpt.name}")
+
+
+def evaluate_saved_run(run: str | None, checkpoint: str | None, which: str = "final", device: str = "auto"):
+    """Test loss, accuracy and per-class accuracy of a saved run's model."""
+    from .explain import evaluate_split, evaluation_summary
+
+    config, derived, model, ckpt, _ = load_run(run, checkpoint, which)
+    dev = torch.device("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+    data = load_data(config)
+    summary = evaluation_summary(evaluate_split(model.to(dev), data.test, derived["mean"], derived["std"], dev),
+                                 derived["classes"])
+    summary["checkpoint"] = str(ckpt)
+    return summary

@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny configs, a finished smoke run, the real-image archive."""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from ignite_cifar.config import make_config
+
+REPO = Path(__file__).resolve().parents[1]
+ARCHIVE = Path(os.environ.get("IGNITE_CIFAR_ARCHIVE", REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"))
+
+
+def tiny_config(tmp_path: Path, **overrides):
+    """A seconds-long synthetic run: narrow ResNet18, small subsets, no workers."""
+    values = dict(dataset="synthetic", width=0.0625, epochs=2, batch_size=50, lr=0.02, train_subset=300,
+                  test_subset=100, num_workers=0, output_dir=str(tmp_path / "runs"), run_name="tiny", log_every=2,
+                  n_misclassified=20)
+    values.update(overrides)
+    return make_config(values)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """One finished tiny run shared by the tests that only read its outputs."""
+    from ignite_cifar.run import train
+
+    tmp = tmp_path_factory.mktemp("smoke")
+    config = tiny_config(tmp, run_name="smoke")
+    result = train(config)
+    return Path(result["run_dir"]), result
+
+
+@pytest.fixture(scope="session")
+def cifar_folder(tmp_path_factory):
+    """The real CIFAR-10 JPEG export, extracted once; skipped (or failed in CI) when the archive is absent."""
+    if not ARCHIVE.is_file():
+        if os.environ.get("IGNITE_CIFAR_REQUIRE_ARCHIVE"):
+            pytest.fail(f"IGNITE_CIFAR_REQUIRE_ARCHIVE is set but {ARCHIVE} does not exist")
+        pytest.skip(f"{ARCHIVE} not found")
+    dest = tmp_path_factory.mktemp("cifar")
+    with tarfile.open(ARCHIVE) as tar:
+        tar.extractall(dest, filter="data")
+    return dest / "cifar10-jpeg"
