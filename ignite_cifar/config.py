@@ -119,6 +119,7 @@ class Config:
 
 
 _TYPES = {f.name: typing.get_type_hints(Config)[f.name] for f in fields(Config)}
+_CHOICES = {f.name: f.metadata.get("choices") for f in fields(Config)}
 
 
 def field_names() -> list[str]:
@@ -162,6 +163,9 @@ def coerce(name: str, value: Any) -> Any:
         raise ConfigError(f"{name}: expected a number, got {value!r}")
     if value is None:
         return ""
+    choices = _CHOICES.get(name) or ()
+    if isinstance(value, bool) and "on" in choices and "off" in choices:
+        return "on" if value else "off"  # YAML 1.1 reads a bare on/off as a bool
     if not isinstance(value, (str, int, float)) or isinstance(value, bool):
         raise ConfigError(f"{name}: expected a string, got {value!r}")
     return str(value)
@@ -183,7 +187,11 @@ def read_yaml(path_or_name: str) -> dict[str, Any]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"config: {path} is not valid YAML{where}: {exc.problem or exc.context}") from None
+        start = exc.context_mark
+        # An unclosed bracket or quote is only noticed lines later: also say where it was opened.
+        opened = (f" ({exc.context} started at line {start.line + 1}, column {start.column + 1})"
+                  if start and exc.context and mark and start.line != mark.line else "")
+        raise ConfigError(f"config: {path} is not valid YAML{where}: {exc.problem or exc.context}{opened}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config: {path} is not valid YAML: {exc}") from None
     if data is None:

@@ -44,6 +44,8 @@ class DataSplits:
 
 def stratified_indices(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     """A deterministic subset of `n` indices with classes as balanced as the split allows, in index order."""
+    if n > len(labels):
+        raise DataError(f"a subset of {n} is larger than the split, which has {len(labels)} images")
     rng = np.random.default_rng(seed)
     classes = np.unique(labels)
     per_class = {c: rng.permutation(np.flatnonzero(labels == c)) for c in classes}
@@ -61,7 +63,14 @@ def stratified_indices(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
 def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split indices into (keep, held_out) with about `fraction` of every class held out."""
     n_out = int(round(len(labels) * fraction))
-    held = stratified_indices(labels, n_out, seed + 1) if n_out else np.empty(0, dtype=np.int64)
+    # Proportional per class (largest remainder), not balanced: a small class must not be emptied.
+    rng = np.random.default_rng(seed + 1)
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = counts * fraction
+    take = np.floor(exact).astype(np.int64)
+    take[np.argsort(-(exact - take), kind="stable")[: n_out - int(take.sum())]] += 1
+    parts = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take)]
+    held = np.sort(np.concatenate(parts)).astype(np.int64) if parts else np.empty(0, dtype=np.int64)
     keep = np.setdiff1d(np.arange(len(labels)), held)
     return keep, held
 
@@ -220,5 +229,6 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of uint8 NHWC images, in [0, 1] units."""
     channels = [images[..., c] for c in range(3)]  # one channel at a time keeps temporaries small
     mean = [round(float(ch.mean(dtype=np.float64)) / 255.0, 6) for ch in channels]
-    std = [round(float(ch.std(dtype=np.float64)) / 255.0, 6) for ch in channels]
+    # floor at one grey level: a constant channel would otherwise divide by zero in Normalize
+    std = [max(round(float(ch.std(dtype=np.float64)) / 255.0, 6), 1 / 255) for ch in channels]
     return mean, std

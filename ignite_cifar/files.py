@@ -67,7 +67,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path} is not a safe checkpoint: it holds objects other than tensors and plain "
                               f"values, so it was not loaded ({first.strip()[:160]})") from None
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, ImportError) as exc:
+    except Exception as exc:  # torch.load raises many kinds on a file that is not a checkpoint
         raise CheckpointError(f"{path} is not a PyTorch checkpoint ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
     if not isinstance(data, dict):

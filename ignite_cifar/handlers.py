@@ -95,12 +95,15 @@ def attach_nan_guard(trainer: Engine) -> None:
 
 def attach_checkpoints(trainer: Engine, val_evaluator: Engine, to_save: dict[str, Any], run_dir: Path,
                        model: torch.nn.Module) -> tuple[Checkpoint, Checkpoint]:
-    """`last_checkpoint_<iteration>.pt` (everything needed to resume) each epoch; `best_model_*.pt` by val accuracy."""
+    """`last_checkpoint_<iteration>.pt` (everything needed to resume); `best_model_*.pt` by val accuracy.
+
+    The `last` handler is returned unattached: attach it to EPOCH_COMPLETED after the handler that evaluates,
+    so the saved scheduler state already includes that epoch's val loss.
+    """
     folder = run_dir / files.CHECKPOINT_DIR
     last = Checkpoint(to_save, DiskSaver(str(folder), require_empty=False, atomic=True),
                       filename_prefix=files.LAST_PREFIX, n_saved=1,
                       global_step_transform=lambda engine, _: engine.state.iteration)
-    trainer.add_event_handler(Events.EPOCH_COMPLETED, last)
     best = Checkpoint({"model": model}, DiskSaver(str(folder), require_empty=False, atomic=True),
                       filename_prefix=files.BEST_PREFIX, n_saved=1,
                       score_function=lambda engine: float(engine.state.metrics["accuracy"]),

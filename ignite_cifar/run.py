@@ -100,7 +100,8 @@ def saved_config(run_dir: Path) -> dict[str, Any]:
 
 def config_for_resume(resume: str, overrides: dict[str, Any]) -> Config:
     """The resumed run's own config, updated by the flags given now (e.g. more --epochs)."""
-    _, run_dir = resolve_resume(resume)
+    ckpt, run_dir = resolve_resume(resume)
+    files.load_checkpoint(ckpt)  # refuse a file that is not a (safe) checkpoint before anything else
     if not (run_dir / CONFIG_FILE).is_file():
         raise CheckpointError(f"resume: {run_dir} has no {CONFIG_FILE}; is it a run folder of ignite-cifar?")
     return make_config(saved_config(run_dir), overrides, {"resume": resume})
@@ -234,6 +235,9 @@ def training(local_rank: int, prepared: Prepared, result: dict[str, Any]) -> Non
     config, data = prepared.config, prepared.data
     rank, world = idist.get_rank(), idist.get_world_size()
     device = _device(config)
+    if device.type == "cpu" and idist.get_nproc_per_node() > 1:
+        # N processes x all cores each would oversubscribe the CPU many times over.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // idist.get_nproc_per_node()))
     manual_seed(config.seed)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     log.setLevel(logging.INFO if rank == 0 else logging.WARNING)
@@ -309,6 +313,7 @@ def training(local_rank: int, prepared: Prepared, result: dict[str, Any]) -> Non
 
     attach_epoch_log(trainer, val_evaluator, val_loader, optimizer, history, len(data.train),
                      on_record=draw_curves if rank == 0 else None)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, last_ckpt)  # after val: scheduler state is complete
 
     if rank == 0:
         @trainer.on(Events.COMPLETED)
@@ -353,12 +358,28 @@ def training(local_rank: int, prepared: Prepared, result: dict[str, Any]) -> Non
         raise TrainingStopped(f"the loss became NaN or infinite at iteration {bad} (epoch {trainer.state.epoch}); "
                               f"training stopped. Last good checkpoint: {kept or 'none (it happened in epoch 1)'}. "
                               "Try a smaller --lr.", exit_code=1)
+    if world > 1:
+        # DDP keeps replicas identical by construction; check it, so a broken setup cannot go unnoticed.
+        checksums = idist.all_gather(parameter_checksum(base_model).to(device)).view(world, -1).cpu()
+        if rank == 0:
+            history.extra["distributed"] = {"world_size": world, "backend": idist.backend(),
+                                            "replica_checksums": checksums.tolist()}
+            history.write()
+            if not torch.equal(checksums, checksums[:1].expand_as(checksums)):
+                log.warning("model replicas differ across processes: %s", checksums.tolist())
     if rank == 0:
         final = history.records[-1] if history.records else {}
         result.update({"run_dir": str(run_dir), "val_accuracy": final.get("val_accuracy"),
                        "epochs": len(history.records)})
         print(f"final val accuracy: {100 * final.get('val_accuracy', float('nan')):.2f}%  run folder: {run_dir}",
               flush=True)
+
+
+def parameter_checksum(model: nn.Module) -> torch.Tensor:
+    """(sum, sum of squares, weighted sum) of all parameters in float64: equal replicas give equal triples."""
+    flat = torch.cat([p.detach().double().flatten() for p in model.parameters()])
+    weights = torch.arange(1, flat.numel() + 1, dtype=torch.float64, device=flat.device)
+    return torch.stack([flat.sum(), (flat * flat).sum(), (flat * weights).sum()])
 
 
 def _install_sigterm() -> dict[str, Any]:
@@ -391,13 +412,16 @@ def load_run(run: str | None = None, checkpoint: str | None = None, which: str =
         ckpt = files.find_checkpoint(run_dir, prefix)
         if ckpt is None:
             raise CheckpointError(f"run: {run_dir} has no {files.CHECKPOINT_DIR}/{prefix}_*.pt")
+    state = files.model_state(files.load_checkpoint(ckpt), ckpt)
     if not (run_dir / CONFIG_FILE).is_file():
         raise UserError(f"run: {run_dir} has no {CONFIG_FILE}; is it a run folder of ignite-cifar?")
     raw = read_yaml(str(run_dir / CONFIG_FILE))
-    derived = raw.pop(DERIVED, {})
+    derived = raw.pop(DERIVED, None) or {}
+    if not all(k in derived for k in ("classes", "mean", "std")):
+        raise UserError(f"run: {run_dir / CONFIG_FILE} lacks the derived classes/mean/std a finished run writes")
     config = make_config(raw)
     model = build_model(config.model, len(derived["classes"]), config.norm, config.width)
-    files.load_model_weights(model, files.model_state(files.load_checkpoint(ckpt), ckpt), ckpt)
+    files.load_model_weights(model, state, ckpt)
     return config, derived, model, ckpt, run_dir
 
 

@@ -1,0 +1,170 @@
+"""Config: defaults are the mission recipe, shipped YAML files resolve, layering, coercion and errors."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from ignite_cifar.config import Config, coerce, field_names, make_config, read_yaml
+from ignite_cifar.errors import ConfigError
+
+
+# ---------------------------------------------------------------- defaults and shipped files
+def test_defaults_are_the_mission_recipe():
+    c = Config()
+    assert (c.epochs, c.model, c.norm, c.width, c.batch_size) == (40, "resnet18", "layer", 1.0, 128)
+    assert (c.lr, c.momentum, c.weight_decay) == (0.01, 0.9, 5e-4)
+    assert (c.plateau_factor, c.plateau_patience, c.min_lr) == (0.1, 2, 1e-5)
+    assert (c.crop_padding, c.rotate_limit, c.cutout_size) == (4, 5.0, 16)
+    assert c.p_crop == 1.0 and 0 < c.p_rotate <= 1 and 0 < c.p_cutout <= 1
+    assert (c.p_hflip, c.p_shift_scale_rotate, c.p_to_gray) == (0.0, 0.0, 0.0)
+    assert c.validate() is c
+
+
+def test_default_yaml_matches_the_dataclass_defaults():
+    data = read_yaml("default")
+    assert {"epochs", "model", "norm", "width", "batch_size", "lr", "crop_padding", "rotate_limit",
+            "cutout_size"} <= set(data)
+    resolved = make_config(data)
+    defaults = Config()
+    for name in data:
+        assert getattr(resolved, name) == getattr(defaults, name), name
+    # Fields the file leaves out keep their defaults too, so the whole config is the default one.
+    assert resolved == defaults
+
+
+def test_smoke_yaml_resolves_and_validates():
+    data = read_yaml("smoke")
+    config = make_config(data)
+    assert config.dataset == "synthetic" and config.norm == "layer"
+    for name, value in data.items():
+        assert getattr(config, name) == coerce(name, value)
+    assert config.epochs < Config().epochs and config.width < 1.0
+
+
+# ---------------------------------------------------------------- layering and coercion
+def test_later_layers_win():
+    config = make_config({"epochs": 3, "lr": 0.5}, {"epochs": "7"}, {"batch_size": 16})
+    assert config.epochs == 7 and config.lr == 0.5 and config.batch_size == 16
+    assert config.momentum == Config().momentum
+
+
+def test_dashed_names_are_accepted():
+    assert make_config({"batch-size": "32"}).batch_size == 32
+
+
+@pytest.mark.parametrize("name, raw, expected", [
+    ("epochs", "3", 3), ("epochs", 3.0, 3), ("lr", "0.1", 0.1), ("lr", 1, 1.0), ("weight_decay", "5e-4", 5e-4),
+    ("compile", "true", True), ("compile", "false", False), ("compile", "True", True), ("compile", False, False),
+    ("run_name", 12, "12"), ("resume", None, ""),
+])
+def test_coerce_converts(name, raw, expected):
+    value = coerce(name, raw)
+    assert value == expected and type(value) is type(expected)
+
+
+def test_yaml_booleans_for_on_off_choices(tmp_path):
+    # YAML 1.1 reads a bare `off`/`on` as a bool; the amp field's choices are the words.
+    path = tmp_path / "amp.yaml"
+    path.write_text("amp: off\n")
+    assert make_config(read_yaml(str(path))).amp == "off"
+    path.write_text("amp: on\n")
+    assert make_config(read_yaml(str(path))).amp == "on"
+
+
+@pytest.mark.parametrize("layer, field", [
+    ({"no_such_field": 1}, "no_such_field"),
+    ({"epochs": "abc"}, "epochs"),
+    ({"epochs": 2.5}, "epochs"),
+    ({"epochs": True}, "epochs"),
+    ({"lr": "x"}, "lr"),
+    ({"compile": "maybe"}, "compile"),
+    ({"run_name": [1, 2]}, "run_name"),
+    ({"epochs": 0}, "epochs"),
+    ({"lr": 0}, "lr"),
+    ({"lr": -0.1}, "lr"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"val_split": -0.1}, "val_split"),
+    ({"val_split": 1.0}, "val_split"),
+    ({"model": "vgg"}, "model"),
+    ({"norm": "batch"}, "norm"),
+    ({"dataset": "imagenet"}, "dataset"),
+    ({"gradcam_method": "scorecam"}, "gradcam_method"),
+    ({"mistake_order": "random"}, "mistake_order"),
+    ({"p_rotate": 1.5}, "p_rotate"),
+    ({"p_cutout": -0.5}, "p_cutout"),
+    ({"width": 0}, "width"),
+    ({"cutout_size": 33}, "cutout_size"),
+])
+def test_bad_values_name_the_field(layer, field):
+    with pytest.raises(ConfigError) as info:
+        make_config(layer)
+    assert field in str(info.value)
+
+
+def test_unknown_choice_lists_the_choices():
+    with pytest.raises(ConfigError, match="resnet18, resnet34"):
+        make_config({"model": "vgg"})
+
+
+def test_boundary_values_are_allowed():
+    config = make_config({"val_split": 0.0, "p_rotate": 1.0, "p_cutout": 0.0, "epochs": 1, "batch_size": 1})
+    assert config.val_split == 0.0 and config.p_rotate == 1.0
+    assert make_config({"val_split": 0.99}).val_split == 0.99
+
+
+def test_every_field_has_a_type_coerce_knows():
+    config = Config()
+    for name in field_names():
+        value = getattr(config, name)
+        assert coerce(name, value) == value, name
+    assert [f.name for f in dataclasses.fields(Config)] == field_names()
+
+
+# ---------------------------------------------------------------- YAML files
+@pytest.mark.parametrize("text", [
+    "epochs: 3\nmodel: resnet18\nlr: [0.1\nbatch_size: 4\n",  # the parser trips on line 4
+    "epochs: 3\nmodel: resnet18\nlr: [0.1\n",  # ... or at the end of the file
+])
+def test_yaml_that_does_not_parse_names_the_line(tmp_path, text):
+    path = tmp_path / "broken.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        read_yaml(str(path))
+    message = str(info.value)
+    assert "line 3" in message and str(path) in message
+
+
+def test_yaml_with_bad_indentation_names_the_line(tmp_path):
+    path = tmp_path / "indent.yaml"
+    path.write_text("epochs: 3\nmodel: resnet18\n  lr: 0.1\n")
+    with pytest.raises(ConfigError, match="line 3"):
+        read_yaml(str(path))
+
+
+def test_yaml_list_is_not_a_config(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- epochs: 3\n- lr: 0.1\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        read_yaml(str(path))
+
+
+def test_missing_yaml_file(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError, match="no such file"):
+        read_yaml(str(missing))
+
+
+def test_empty_yaml_is_an_empty_layer(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text("# nothing here\n")
+    assert read_yaml(str(path)) == {}
+    assert make_config(read_yaml(str(path))) == Config()
+
+
+def test_yaml_values_are_validated(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("epochs: 0\n")
+    with pytest.raises(ConfigError, match="epochs"):
+        make_config(read_yaml(str(path)))

@@ -1,0 +1,125 @@
+"""Models: ResNet18/34 sizes and shapes, width multiplier, LayerNorm (GroupNorm(1, C)) only and batch independent."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from ignite_cifar.config import SHIPPED_CONFIGS, make_config, read_yaml
+from ignite_cifar.models import build_model
+
+
+def _params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_resnet18_has_about_11_2_million_parameters():
+    model = build_model("resnet18", num_classes=10, norm="layer", width=1.0)
+    n = _params(model)
+    assert 11_100_000 <= n <= 11_300_000
+    assert n == 11_173_962
+
+
+def test_resnet_stage_depths():
+    r18, r34 = build_model("resnet18", width=0.125), build_model("resnet34", width=0.125)
+    assert [len(getattr(r18, f"layer{i}")) for i in range(1, 5)] == [2, 2, 2, 2]
+    assert [len(getattr(r34, f"layer{i}")) for i in range(1, 5)] == [3, 4, 6, 3]
+    assert _params(r34) > _params(r18)
+
+
+@pytest.mark.parametrize("name, classes", [("resnet18", 10), ("resnet34", 7)])
+def test_output_shape(name, classes):
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=classes, width=0.125).eval()
+    with torch.no_grad():
+        out = model(torch.randn(3, 3, 32, 32))
+    assert out.shape == (3, classes) and torch.isfinite(out).all()
+
+
+def test_width_multiplier_scales_channels():
+    model = build_model("resnet18", width=0.25)
+    assert model.conv1.out_channels == 16
+    assert [getattr(model, f"layer{i}")[-1].conv2.out_channels for i in range(1, 5)] == [16, 32, 64, 128]
+    assert model.fc.in_features == 128
+    full = build_model("resnet18", width=1.0)
+    assert full.conv1.out_channels == 64 and full.fc.in_features == 512
+
+
+def test_unknown_model_lists_the_choices():
+    with pytest.raises(ValueError, match="resnet18, resnet34"):
+        build_model("vgg")
+
+
+# ---------------------------------------------------------------- LayerNorm only
+def _norm_layers(model):
+    return [m for m in model.modules() if "norm" in type(m).__name__.lower()]
+
+
+@pytest.mark.parametrize("name", SHIPPED_CONFIGS)
+def test_shipped_configs_build_layernorm_models_without_batchnorm(name):
+    config = make_config(read_yaml(name))
+    model = build_model(config.model, num_classes=10, norm=config.norm, width=config.width)
+    for module in model.modules():
+        assert not isinstance(module, nn.modules.batchnorm._BatchNorm), type(module)
+        assert "batchnorm" not in type(module).__name__.lower(), type(module)
+    norms = _norm_layers(model)
+    assert len(norms) == (20 if config.model == "resnet18" else 36)  # stem + 2 per block + 3 shortcuts
+    for m in norms:
+        assert type(m) is nn.GroupNorm and m.num_groups == 1, m
+
+
+def test_every_layer_norm_follows_a_conv_with_matching_channels():
+    model = build_model("resnet18", width=0.25)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    norms = _norm_layers(model)
+    assert len(convs) == len(norms)
+    assert sorted(c.out_channels for c in convs) == sorted(n.num_channels for n in norms)
+
+
+def _capture_norm_outputs(model, x):
+    outputs = []
+    hooks = [m.register_forward_hook(lambda _m, _i, out: outputs.append(out.detach().clone()))
+             for m in _norm_layers(model)]
+    try:
+        with torch.no_grad():
+            logits = model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return logits, outputs
+
+
+def test_layer_norm_is_batch_independent():
+    torch.manual_seed(0)
+    model = build_model("resnet18", width=0.25).train()  # train mode: BatchNorm would mix the batch here
+    x = torch.randn(4, 3, 32, 32)
+    y = x.clone()
+    y[1:] = torch.randn(3, 3, 32, 32) * 3 + 1
+    out_x, norms_x = _capture_norm_outputs(model, x)
+    out_y, norms_y = _capture_norm_outputs(model, y)
+    alone, _ = _capture_norm_outputs(model, x[:1])
+    assert torch.allclose(out_x[0], out_y[0], atol=1e-5)
+    assert torch.allclose(out_x[0], alone[0], atol=1e-5)
+    for a, b in zip(norms_x, norms_y):
+        assert torch.allclose(a[0], b[0], atol=1e-5)
+    assert not torch.allclose(out_x[1], out_y[1], atol=1e-3)  # the other samples did change
+
+
+@pytest.mark.parametrize("width", [1.0, 0.125])
+def test_layer_norm_normalizes_each_sample_over_c_h_w(width):
+    torch.manual_seed(0)
+    model = build_model("resnet18", width=width)
+    norms = _norm_layers(model)
+    for m in norms:  # at init the affine part is the identity
+        assert torch.equal(m.weight, torch.ones_like(m.weight)) and torch.equal(m.bias, torch.zeros_like(m.bias))
+    x = torch.cat([torch.randn(1, 3, 32, 32), 5 * torch.randn(1, 3, 32, 32) + 2])
+    _, outputs = _capture_norm_outputs(model, x)
+    assert len(outputs) == len(norms) == 20
+    for out in outputs:
+        per_sample = out.flatten(1).double()
+        assert torch.allclose(per_sample.mean(1), torch.zeros(2, dtype=torch.double), atol=1e-4)
+        assert torch.allclose(per_sample.var(1, unbiased=False), torch.ones(2, dtype=torch.double), atol=2e-3)
+        # ... but not per channel: that would be InstanceNorm, not LayerNorm over (C, H, W)
+        per_channel = out.transpose(0, 1).flatten(1).double()
+        assert per_channel.mean(1).abs().max() > 1e-2

@@ -1,0 +1,227 @@
+"""Failing safely: one-line errors with exit code 2, nothing lost on SIGTERM, atomic writes, checkpoints as data."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from ignite_cifar import cli, files
+from ignite_cifar.errors import CheckpointError
+
+from .conftest import REPO, tiny_config
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _image_folder(root: Path, classes=("a", "b"), test_classes=None, per_class=2, empty=None, corrupt=None) -> Path:
+    from PIL import Image
+
+    for split, names in (("train", classes), ("test", test_classes or classes)):
+        (root / split).mkdir(parents=True)
+        for c in names:
+            folder = root / split / c
+            folder.mkdir()
+            if c == empty:
+                continue
+            for i in range(per_class):
+                Image.new("RGB", (32, 32), (40 * i, 100, 200)).save(folder / f"{i}.png")
+            if c == corrupt and split == "train":
+                (folder / "broken.png").write_bytes(b"this is not a png")
+    return root
+
+
+@pytest.fixture
+def earlier_run(tmp_path):
+    """A finished run in the output folder every bad invocation below points at."""
+    from ignite_cifar.run import train
+
+    result = train(tiny_config(tmp_path, run_name="earlier", epochs=1))
+    return Path(result["run_dir"])
+
+
+def _cases(tmp: Path, earlier: Path):
+    out = ["--output-dir", str(earlier.parent)]
+    tiny = ["--dataset", "synthetic", "--width", "0.0625", "--epochs", "1", "--num-workers", "0",
+            "--train-subset", "100", "--test-subset", "50"] + out
+    bad_yaml = tmp / "bad.yaml"
+    bad_yaml.write_text("epochs: 2\nlr: 0.1\nmodel: [resnet18\nwidth: 1\n")
+    not_ckpt = tmp / "notes.pt"
+    not_ckpt.write_text("just text")
+    (tmp / "plainfile").write_text("x")
+    other_arch = tmp / "other-arch"
+    shutil.copytree(earlier, other_arch)
+    saved = yaml.safe_load((other_arch / "config.yaml").read_text())
+    saved["width"] = 0.125
+    (other_arch / "config.yaml").write_text(yaml.safe_dump(saved))
+    folder = lambda name, **kw: str(_image_folder(tmp / name, **kw))  # noqa: E731
+    return [
+        # (argv, words the one-line message must contain)
+        (["--dataset", "folder", "--data-dir", str(tmp / "nowhere")] + out, ["does not exist", "--data-dir"]),
+        (["--dataset", "folder", "--data-dir", folder("emptydir", classes=())] + out, ["no class folders"]),
+        (["--dataset", "folder", "--data-dir", folder("differ", classes=("a", "b"), test_classes=("a", "c"))] + out,
+         ["differ", "'b'", "'c'"]),
+        (["--dataset", "folder", "--data-dir", folder("noimages", empty="b")] + out, ["has no images"]),
+        (["--dataset", "folder", "--data-dir", folder("corrupt", corrupt="a")] + out,
+         ["broken.png", "--skip-bad-images"]),
+        (["--frobnicate", "3"] + tiny, ["unrecognized arguments", "--frobnicate"]),
+        (tiny + ["--epochs", "abc"], ["epochs", "integer", "abc"]),
+        (tiny + ["--epochs", "0"], ["epochs", ">= 1"]),
+        (tiny + ["--lr", "0"], ["lr", "> 0"]),
+        (tiny + ["--lr", "-1"], ["lr", "> 0"]),
+        (tiny + ["--batch-size", "0"], ["batch_size", ">= 1"]),
+        (tiny + ["--train-subset", "999999"], ["train_subset", "larger than the split"]),
+        (tiny + ["--val-split", "1"], ["val_split", "[0, 1)"]),
+        (tiny + ["--model", "vgg"], ["model", "resnet18, resnet34"]),
+        (tiny + ["--norm", "batch"], ["norm", "layer"]),
+        (tiny + ["--p-hflip", "2"], ["p_hflip", "probability"]),
+        (tiny + ["--gradcam-layer", "layer9"], ["gradcam_layer", "layer9", "layer4"]),
+        (tiny + ["--gradcam-method", "scorecam"], ["gradcam_method", "gradcam++"]),
+        (tiny + ["--mistake-order", "random"], ["mistake_order", "confident, first"]),
+        (["--config", str(bad_yaml)] + tiny, ["bad.yaml", "line 4"]),
+        (["--config", str(tmp / "missing.yaml")] + tiny, ["no such file"]),
+        (tiny + ["--output-dir", str(tmp / "plainfile" / "runs")], ["output_dir", "cannot write"]),
+        (tiny + ["--run-name", earlier.name], ["exists already", "--resume"]),
+        (["--resume", str(not_ckpt)], ["notes.pt"]),
+        (["--resume", str(other_arch)], ["does not fit", "shape", "checkpoint (4,", "model (8,"]),
+        (["--resume", str(tmp / "nothing-here")], ["does not exist"]),
+    ]
+
+
+def test_bad_input_exits_2_with_one_line_and_touches_nothing(tmp_path, earlier_run, capsys):
+    before = _snapshot(earlier_run.parent)
+    failures = []
+    for argv, words in _cases(tmp_path, earlier_run):
+        capsys.readouterr()
+        try:
+            code = cli.main(["train"] + argv)
+        except SystemExit as exc:  # argparse's own errors
+            code = exc.code
+        err = capsys.readouterr().err.strip()
+        ok = (code == 2 and err.count("\n") == 0 and err.startswith("ignite-cifar: error:")
+              and "Traceback" not in err and all(w in err for w in words))
+        if not ok:
+            failures.append((argv, code, err))
+    assert not failures, "\n".join(f"{a} -> {c}: {e!r}" for a, c, e in failures)
+    assert _snapshot(earlier_run.parent) == before
+
+
+def test_offline_cifar10_download_exits_2_with_hint(tmp_path, monkeypatch, capsys):
+    from torchvision.datasets import CIFAR10
+
+    monkeypatch.setattr(CIFAR10, "url", "http://127.0.0.1:9/cifar-10-python.tar.gz")  # nothing listens there
+    code = cli.main(["train", "--dataset", "cifar10", "--data-dir", str(tmp_path / "data"),
+                     "--output-dir", str(tmp_path / "runs"), "--width", "0.0625"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0
+    assert "could not download CIFAR-10" in err and "--dataset folder" in err and "cifar-10-batches-py" in err
+
+
+def test_skip_bad_images_skips_and_counts(tmp_path):
+    from ignite_cifar.run import train
+
+    data_dir = _image_folder(tmp_path / "imgs", corrupt="a", per_class=3)
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+        result = train(tiny_config(tmp_path, dataset="folder", data_dir=str(data_dir), train_subset=0, test_subset=0,
+                                   skip_bad_images=True, epochs=1, batch_size=4, n_misclassified=2))
+    derived = yaml.safe_load((Path(result["run_dir"]) / "config.yaml").read_text())["derived"]
+    assert derived["skipped_images"] == 1 and derived["train_images"] == 6
+
+
+def test_a_real_process_prints_one_line_and_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "ignite_cifar", "train", "--epochs", "0"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "ignite-cifar: error: epochs: must be >= 1, got 0"
+    proc = subprocess.run([sys.executable, "-m", "ignite_cifar", "train", "--epochs", "0", "--debug"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+class _Marker:
+    """Unpickling this runs os.system: a stand-in for a malicious checkpoint."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.path}",))
+
+
+def test_checkpoint_with_code_is_refused_and_nothing_runs(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    crafted = tmp_path / "runs" / "evil" / "checkpoints" / "last_checkpoint_1.pt"
+    crafted.parent.mkdir(parents=True)
+    torch.save({"model": {}, "payload": _Marker(marker)}, crafted)
+    with pytest.raises(CheckpointError, match="not a safe checkpoint"):
+        files.load_checkpoint(crafted)
+    (crafted.parent.parent / "config.yaml").write_text("dataset: synthetic\nwidth: 0.0625\n")
+    for argv in (["train", "--resume", str(crafted)], ["evaluate", "--checkpoint", str(crafted)],
+                 ["explain", "--run", str(crafted.parent.parent)]):
+        assert cli.main(argv) == 2, argv
+        assert "not a safe checkpoint" in capsys.readouterr().err
+    assert not marker.exists()
+    # and the same object unpickled without the guard would have run it: the test's payload is real
+    with open(crafted, "rb") as fh:
+        torch.load(fh, weights_only=False)
+    assert marker.exists()
+
+
+def test_checkpoints_hold_only_tensors_and_plain_values(tmp_path):
+    from ignite_cifar.run import train
+
+    result = train(tiny_config(tmp_path, run_name="plain", epochs=1))
+    for path in (Path(result["run_dir"]) / "checkpoints").glob("*.pt"):
+        torch.load(path, weights_only=True)  # raises on anything but tensors and plain Python values
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "history.json"
+    files.write_json(target, {"epochs": [1]})
+
+    def crash(tmp):
+        Path(tmp).write_text('{"epochs": [1, 2')  # half written ...
+        raise OSError("disk full")  # ... then the crash
+
+    with pytest.raises(OSError):
+        files.atomic_write(target, crash)
+    assert json.loads(target.read_text()) == {"epochs": [1]}
+    assert [p.name for p in tmp_path.iterdir()] == ["history.json"]  # no temporary file left behind
+
+
+def test_sigterm_writes_a_checkpoint_and_the_run_resumes(tmp_path):
+    out = tmp_path / "runs"
+    argv = [sys.executable, "-m", "ignite_cifar", "train", "--dataset", "synthetic", "--width", "0.0625",
+            "--epochs", "4", "--batch-size", "50", "--train-subset", "1000", "--test-subset", "100",
+            "--num-workers", "0", "--output-dir", str(out), "--run-name", "stopped"]
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run_dir = out / "stopped"
+    deadline = time.monotonic() + 300
+    while files.find_checkpoint(run_dir) is None and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)  # into epoch 2
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err
+    assert "interrupted" in err and f"--resume {run_dir}" in err and "Traceback" not in err
+    saved = files.load_checkpoint(files.find_checkpoint(run_dir))
+    assert saved["trainer"]["iteration"] >= 20  # at least epoch 1 (20 iterations)
+    assert cli.main(["train", "--resume", str(run_dir)]) == 0
+    history = json.loads((run_dir / "history.json").read_text())
+    assert [r["epoch"] for r in history["epochs"]] == [1, 2, 3, 4]
+    assert history["epochs"][-1]["iteration"] == 80
+    assert (run_dir / "gradcam.png").is_file()

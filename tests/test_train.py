@@ -1,0 +1,239 @@
+"""The trainer end to end on tiny synthetic runs: determinism, resume, mistakes, explain/evaluate, TensorBoard."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from ignite.engine import Events
+
+from ignite_cifar import cli, figures, files
+from ignite_cifar import run as run_module
+from ignite_cifar.augment import normalize_array
+from ignite_cifar.config import make_config
+from ignite_cifar.data import load_data
+from ignite_cifar.errors import TrainingStopped
+from ignite_cifar.run import load_run, train
+
+from .conftest import tiny_config
+
+METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "iteration")
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    history = json.loads((Path(run_dir) / "history.json").read_text())
+    return [{k: r[k] for k in ("epoch",) + METRICS} for r in history["epochs"]]
+
+
+def test_same_seed_same_metrics(smoke_run, tmp_path):
+    run_dir, _ = smoke_run
+    again = train(tiny_config(tmp_path, run_name="again"))
+    assert _metrics(again["run_dir"]) == _metrics(run_dir)
+
+
+def test_other_seed_other_metrics(smoke_run, tmp_path):
+    other = train(tiny_config(tmp_path, run_name="other", seed=7))
+    assert _metrics(other["run_dir"]) != _metrics(smoke_run[0])
+
+
+def test_stopped_after_epoch_1_and_resumed_equals_straight_run(smoke_run, tmp_path):
+    first = train(tiny_config(tmp_path, run_name="halves", epochs=1))
+    assert len(_metrics(first["run_dir"])) == 1
+    assert cli.main(["train", "--resume", first["run_dir"], "--epochs", "2"]) == 0
+    assert _metrics(first["run_dir"]) == _metrics(smoke_run[0])
+    # the resumed run wrote into the same folder and continued its TensorBoard log
+    assert len(list((Path(first["run_dir"]) / "tb").glob("events.out.tfevents.*"))) == 2
+
+
+def test_every_listed_mistake_is_misclassified_by_the_saved_model(smoke_run):
+    run_dir, _ = smoke_run
+    listed = json.loads((run_dir / "misclassified.json").read_text())
+    config, derived, model, _, _ = load_run(str(run_dir))
+    test = load_data(config).test
+    assert listed["found"] == len(listed["mistakes"]) == min(20, listed["total_misclassified"])
+    index = np.array([m["index"] for m in listed["mistakes"]])
+    with torch.no_grad():
+        probs = model.eval()(normalize_array(test.images[index], derived["mean"], derived["std"])).softmax(1)
+    for m, p in zip(listed["mistakes"], probs):
+        assert test.labels[m["index"]] == m["true"] != m["pred"]
+        assert int(p.argmax()) == m["pred"]
+        assert float(p.max()) == pytest.approx(m["prob"], abs=1e-4)
+    probs_listed = [m["prob"] for m in listed["mistakes"]]
+    assert probs_listed == sorted(probs_listed, reverse=True)  # default order: most confident first
+
+
+def test_explain_draws_both_figures_from_the_same_images(smoke_run, monkeypatch):
+    run_dir, _ = smoke_run
+    drawn = {}
+    real_grid, real_cam = figures.misclassified_grid, figures.gradcam_grid
+
+    def grid(images, mistakes, **kw):
+        drawn["grid"] = ([m["index"] for m in mistakes], images.copy())
+        return real_grid(images, mistakes, **kw)
+
+    def cam(images, cam_pred, cam_true, mistakes, **kw):
+        drawn["cam"] = ([m["index"] for m in mistakes], images.copy())
+        assert cam_pred.shape == cam_true.shape == images.shape[:3]
+        assert 0.0 <= cam_pred.min() and cam_pred.max() <= 1.0
+        return real_cam(images, cam_pred, cam_true, mistakes, **kw)
+
+    monkeypatch.setattr(figures, "misclassified_grid", grid)
+    monkeypatch.setattr(figures, "gradcam_grid", cam)
+    assert cli.main(["explain", "--run", str(run_dir), "--n", "7", "--order", "first"]) == 0
+    listed = json.loads((run_dir / "misclassified.json").read_text())
+    indices = [m["index"] for m in listed["mistakes"]]
+    assert len(indices) == 7 and indices == sorted(indices)  # `first`: dataset order
+    assert drawn["grid"][0] == drawn["cam"][0] == indices
+    np.testing.assert_array_equal(drawn["grid"][1], drawn["cam"][1])
+
+
+def test_explain_gradcam_plus_plus_and_evaluate(smoke_run, capsys):
+    run_dir, _ = smoke_run
+    assert cli.main(["explain", "--run", str(run_dir), "--method", "gradcam++", "--layer", "layer3"]) == 0
+    assert json.loads((run_dir / "misclassified.json").read_text())["method"] == "gradcam++"
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--run", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    assert f"{100 * evaluation['test_accuracy']:.2f}%" in out
+    assert "per-class accuracy" in out and "class0" in out
+
+
+def test_evaluation_matches_the_last_val_epoch(smoke_run):
+    """With val_split 0 the test split is val: the final evaluation must agree with the last epoch's."""
+    run_dir, _ = smoke_run
+    history = json.loads((run_dir / "history.json").read_text())
+    final_test = history["final_test"]
+    assert final_test["test_accuracy"] == pytest.approx(history["epochs"][-1]["val_accuracy"])
+    assert final_test["test_loss"] == pytest.approx(history["epochs"][-1]["val_loss"], rel=1e-4)
+    per_class = final_test["per_class_accuracy"]
+    assert len(per_class) == 10 and all(0.0 <= v <= 1.0 for v in per_class.values())
+
+
+def test_val_split_holds_out_train(tmp_path):
+    result = train(tiny_config(tmp_path, run_name="heldout", val_split=0.2, epochs=1))
+    derived = yaml.safe_load((Path(result["run_dir"]) / "config.yaml").read_text())["derived"]
+    assert derived["val_source"] == "held-out train"
+    assert derived["train_images"] == 240 and derived["val_images"] == 60 and derived["test_images"] == 100
+
+
+def test_plateau_scheduler_reduces_lr_and_logs_it(tmp_path, caplog):
+    # lr so small that the val loss cannot improve by the relative threshold (1e-4): with patience 0 every
+    # evaluation after the first reduces the lr, down to min_lr
+    config = tiny_config(tmp_path, run_name="plateau", epochs=3, lr=1e-6, plateau_patience=0, plateau_factor=0.5,
+                         min_lr=3e-7)
+    with caplog.at_level("INFO", logger="ignite_cifar"):
+        result = train(config)
+    records = json.loads((Path(result["run_dir"]) / "history.json").read_text())["epochs"]
+    assert [r["lr"] for r in records] == pytest.approx([1e-6, 1e-6, 5e-7], rel=1e-9)
+    assert records[-1]["next_lr"] == pytest.approx(3e-7, rel=1e-9)  # 2.5e-7 clamped to min_lr
+    assert "lr 1e-06 -> 5e-07" in caplog.text
+
+
+def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    real = run_module.create_trainer
+
+    def poisoned(*args, **kwargs):
+        trainer = real(*args, **kwargs)
+
+        @trainer.on(Events.ITERATION_COMPLETED(once=9))  # epoch 2 (6 iterations per epoch)
+        def poison(engine):
+            engine.state.output["loss"] = torch.tensor(float("nan"))
+
+        return trainer
+
+    monkeypatch.setattr(run_module, "create_trainer", poisoned)
+    with pytest.raises(TrainingStopped, match="at iteration 9 .epoch 2.") as stopped:
+        train(tiny_config(tmp_path, run_name="nan", epochs=3))
+    run_dir = tmp_path / "runs" / "nan"
+    kept = files.find_checkpoint(run_dir)
+    assert kept is not None and kept.name == "last_checkpoint_6.pt" and str(kept) in str(stopped.value)
+    assert files.load_checkpoint(kept)["trainer"]["iteration"] == 6
+    assert not (run_dir / "misclassified.json").exists()  # the completion handler did not run
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_tensorboard_server_serves_the_documented_tags(smoke_run):
+    run_dir, _ = smoke_run
+    port = _free_port()
+    exe = Path(sys.executable).with_name("tensorboard")
+    server = subprocess.Popen([str(exe), "--logdir", str(run_dir / "tb"), "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        tags, deadline = {}, time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/scalars/tags", timeout=5) as r:
+                    tags = json.loads(r.read())
+                if tags.get(".", {}):
+                    break
+            except OSError:
+                pass
+            if server.poll() is not None:
+                pytest.fail("tensorboard exited early")
+            time.sleep(1)
+        scalar_tags = set(tags.get(".", {}))
+        assert {"train/batch_loss", "lr/group_0", "train/loss", "train/accuracy", "val/loss",
+                "val/accuracy"} <= scalar_tags
+        url = f"http://127.0.0.1:{port}/data/plugin/scalars/scalars?tag=val/accuracy&run=."
+        with urllib.request.urlopen(url, timeout=10) as r:
+            points = json.loads(r.read())
+        history = json.loads((run_dir / "history.json").read_text())["epochs"]
+        assert [p[1] for p in points] == [1, 2]  # (wall time, step = epoch, value)
+        assert [p[2] for p in points] == pytest.approx([h["val_accuracy"] for h in history])
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_two_gloo_processes_agree_and_write_once(tmp_path):
+    result = train(tiny_config(tmp_path, run_name="ddp", nproc_per_node=2, backend="gloo"))
+    run_dir = Path(result["run_dir"])
+    history = json.loads((run_dir / "history.json").read_text())
+    assert [r["epoch"] for r in history["epochs"]] == [1, 2]
+    dist = history["distributed"]
+    assert dist["world_size"] == 2 and dist["backend"] == "gloo"
+    assert dist["replica_checksums"][0] == dist["replica_checksums"][1]
+    assert len(list((run_dir / "tb").glob("events.out.tfevents.*"))) == 1
+    assert len(list((run_dir / "checkpoints").glob("last_checkpoint_*.pt"))) == 1
+    assert (run_dir / "gradcam.png").is_file() and (run_dir / "misclassified.json").is_file()
+    # global batch 50 split over 2 processes: 300 images -> 6 iterations per epoch, as with one process
+    assert history["epochs"][-1]["iteration"] == 12
+
+
+def test_real_images_smoke_run(cifar_folder, tmp_path):
+    """The shipped smoke config on the real CIFAR-10 JPEG export (a stratified subset)."""
+    config = make_config({**_yaml("smoke"), "dataset": "folder", "data_dir": str(cifar_folder),
+                          "output_dir": str(tmp_path), "run_name": "real"})
+    result = train(config)
+    run_dir = Path(result["run_dir"])
+    for name in ("config.yaml", "history.json", "curves.png", "misclassified.png", "gradcam.png",
+                 "misclassified.json", "confusion.png", "evaluation.json"):
+        assert (run_dir / name).is_file(), name
+    derived = yaml.safe_load((run_dir / "config.yaml").read_text())["derived"]
+    assert derived["classes"] == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                                  "truck"]
+    assert derived["train_images"] == config.train_subset and derived["test_images"] == config.test_subset
+    listed = json.loads((run_dir / "misclassified.json").read_text())
+    assert listed["found"] == 20
+    assert result["val_accuracy"] > 0.15  # chance is 0.10
+
+
+def _yaml(name: str) -> dict:
+    from ignite_cifar.config import read_yaml
+
+    return read_yaml(name)
