@@ -237,3 +237,10 @@ def _yaml(name: str) -> dict:
     from ignite_cifar.config import read_yaml
 
     return read_yaml(name)
+
+
+def test_shipped_smoke_config_runs_as_shipped(tmp_path):
+    """`make smoke` with no options: the shipped config must fit the synthetic data set's sizes."""
+    assert cli.main(["train", "--config", "smoke", "--output-dir", str(tmp_path), "--epochs", "1"]) == 0
+    (run_dir,) = list(tmp_path.iterdir())
+    assert (run_dir / "gradcam.png").is_file()
