@@ -7,6 +7,7 @@ import os
 import pickle
 import re
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -61,14 +62,17 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is not ours
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint (not a torch.save archive)")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        what = f" ({found.group(1)})" if found else ""
         raise CheckpointError(f"{path} is not a safe checkpoint: it holds objects other than tensors and plain "
-                              f"values, so it was not loaded ({first.strip()[:160]})") from None
-    except Exception as exc:  # torch.load raises many kinds on a file that is not a checkpoint
-        raise CheckpointError(f"{path} is not a PyTorch checkpoint ({type(exc).__name__}: "
+                              f"values{what}, so it was not loaded and nothing in it ran") from None
+    except Exception as exc:  # torch.load raises many kinds on a damaged archive
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} is not a checkpoint of this project (found {type(data).__name__}, expected a dict)")

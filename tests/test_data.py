@@ -91,8 +91,9 @@ def test_stratified_holdout_holds_out_the_fraction_of_every_class(counts):
 def test_val_split_in_load_data():
     config = make_config({"dataset": "synthetic", "val_split": 0.2})
     data = load_data(config)
-    assert len(data.val) == 400 and len(data.train) == 1600
-    assert np.bincount(data.val.labels, minlength=10).tolist() == [40] * 10
+    n = data_mod.SYNTHETIC_TRAIN
+    assert len(data.val) == n // 5 and len(data.train) == n - n // 5
+    assert np.bincount(data.val.labels, minlength=10).tolist() == [n // 50] * 10
     # val and train are different images of the original training split
     full = load_data(make_config({"dataset": "synthetic"})).train
     keep, held = stratified_holdout(full.labels, 0.2, config.seed)
