@@ -17,7 +17,7 @@ $(STAMP): setup.cfg pyproject.toml
 train: $(STAMP)          ## the mission recipe; e.g. make train ARGS="--dataset folder --data-dir DIR"
 	$(BIN)/python -m ignite_cifar train --config default $(ARGS)
 
-smoke: $(STAMP)          ## a one-minute run on synthetic data (or ARGS="--dataset folder --data-dir DIR")
+smoke: $(STAMP)          ## a 20-second run on synthetic data (or ARGS="--dataset folder --data-dir DIR")
 	$(BIN)/python -m ignite_cifar train --config smoke $(ARGS)
 
 test: $(STAMP)

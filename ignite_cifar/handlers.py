@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from pathlib import Path
@@ -140,8 +141,6 @@ class History:
     @classmethod
     def resume(cls, path: Path, up_to_epoch: int) -> "History":
         """Continue a run's history, dropping epochs past the checkpoint we resume from."""
-        import json
-
         records = []
         if path.is_file():
             records = [r for r in json.loads(path.read_text()).get("epochs", []) if r["epoch"] <= up_to_epoch]

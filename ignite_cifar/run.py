@@ -7,6 +7,7 @@ in each process through `idist.Parallel` (one process, `--nproc-per-node N` spaw
 from __future__ import annotations
 
 import copy
+import json
 import datetime as dt
 import logging
 import os
@@ -71,8 +72,9 @@ class Prepared:
 
     config: Config
     data: DataSplits
-    run_dir: Path | None  # None: a timestamped name is chosen by rank 0
+    run_dir: Path
     checkpoint: Path | None = None
+    checkpoint_state: dict[str, Any] | None = None  # loaded (as data) and checked once, in the launcher
     derived: dict[str, Any] = field(default_factory=dict)
 
 
@@ -87,8 +89,12 @@ def resolve_resume(resume: str) -> tuple[Path, Path]:
         return ckpt, path
     if not path.exists():
         raise CheckpointError(f"resume: {path} does not exist; give a run folder or a checkpoint file")
-    run_dir = path.parent.parent if path.parent.name == files.CHECKPOINT_DIR else path.parent
-    return path, run_dir
+    return path, run_dir_of(path)
+
+
+def run_dir_of(checkpoint: Path) -> Path:
+    """The run folder a checkpoint belongs to (RUN/checkpoints/x.pt -> RUN; a loose file -> its folder)."""
+    return checkpoint.parent.parent if checkpoint.parent.name == files.CHECKPOINT_DIR else checkpoint.parent
 
 
 def saved_config(run_dir: Path) -> dict[str, Any]:
@@ -158,8 +164,7 @@ def prepare(config: Config) -> Prepared:
             raise ConfigError(f"run_name: {run_dir} exists already; choose another --run-name, or continue it "
                               f"with --resume {run_dir}")
     data = load_data(config)
-    if checkpoint is not None:
-        check_checkpoint_fits(config, len(data.classes), checkpoint)
+    state = check_checkpoint_fits(config, len(data.classes), checkpoint) if checkpoint is not None else None
     mean, std = channel_stats(data.train.images)
     derived = {
         "mean": mean, "std": std, "classes": list(data.classes),
@@ -170,7 +175,17 @@ def prepare(config: Config) -> Prepared:
         "test_transform": describe(build_test_transform(mean, std)),
         "versions": {"torch": str(torch.__version__), "ignite": str(ignite.__version__), "python": sys.version.split()[0]},
     }
-    return Prepared(config, data, run_dir, checkpoint, derived)
+    if run_dir is None:  # under torchrun every process picks one; training() keeps rank 0's
+        run_dir = _timestamped(Path(config.output_dir))
+    return Prepared(config, data, run_dir, checkpoint, state, derived)
+
+
+def _timestamped(out: Path) -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir, k = out / stamp, 1
+    while run_dir.exists():
+        run_dir, k = out / f"{stamp}-{k}", k + 1
+    return run_dir
 
 
 def _backend(config: Config) -> str | None:
@@ -194,17 +209,10 @@ def train(config: Config) -> dict[str, Any]:
 
 
 def _summary_from_disk(prepared: Prepared) -> dict[str, Any]:
-    import json
-
-    run_dir = prepared.run_dir or _latest_run(Path(prepared.config.output_dir))
-    history = json.loads((run_dir / HISTORY_FILE).read_text())
+    history = json.loads((prepared.run_dir / HISTORY_FILE).read_text())
     last = history["epochs"][-1] if history["epochs"] else {}
-    return {"run_dir": str(run_dir), "val_accuracy": last.get("val_accuracy"), "epochs": len(history["epochs"])}
-
-
-def _latest_run(out: Path) -> Path:
-    runs = sorted((p for p in out.iterdir() if (p / CONFIG_FILE).is_file()), key=lambda p: p.stat().st_mtime)
-    return runs[-1]
+    return {"run_dir": str(prepared.run_dir), "val_accuracy": last.get("val_accuracy"),
+            "epochs": len(history["epochs"])}
 
 
 # ---------------------------------------------------------------- per process
@@ -215,16 +223,10 @@ def _device(config: Config) -> torch.device:
 
 
 def _make_run_dir(prepared: Prepared) -> Path:
-    """Rank 0 picks (a timestamped name when none was given) and creates the folder; everyone gets its path."""
+    """Every process uses rank 0's run folder (under torchrun each process prepared its own name)."""
     run_dir = prepared.run_dir
-    if idist.get_rank() == 0 and run_dir is None:
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = Path(prepared.config.output_dir)
-        run_dir, k = out / stamp, 1
-        while run_dir.exists():
-            run_dir, k = out / f"{stamp}-{k}", k + 1
     if idist.get_world_size() > 1:
-        run_dir = Path(idist.broadcast(str(run_dir) if run_dir else "", src=0, safe_mode=True))
+        run_dir = Path(idist.broadcast(str(run_dir), src=0, safe_mode=True))
     if idist.get_rank() == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
@@ -283,8 +285,8 @@ def training(local_rank: int, prepared: Prepared, result: dict[str, Any]) -> Non
     last_ckpt, best_ckpt = attach_checkpoints(trainer, val_evaluator, to_save, run_dir, base_model)
 
     start_epoch = 0
-    if prepared.checkpoint is not None:
-        state = files.load_checkpoint(prepared.checkpoint)
+    if prepared.checkpoint_state is not None:
+        state = prepared.checkpoint_state
         Checkpoint.load_objects(to_load={k: v for k, v in to_save.items() if k in state}, checkpoint=state)
         epoch_length = trainer.state.epoch_length or len(train_loader)
         start_epoch = trainer.state.iteration // epoch_length
@@ -403,7 +405,7 @@ def load_run(run: str | None = None, checkpoint: str | None = None, which: str =
     """(config, derived, model on CPU, checkpoint path) of a saved run, from its folder or a checkpoint in it."""
     if checkpoint:
         ckpt = Path(checkpoint)
-        run_dir = ckpt.parent.parent if ckpt.parent.name == files.CHECKPOINT_DIR else ckpt.parent
+        run_dir = run_dir_of(ckpt)
     else:
         run_dir = Path(run or "")
         if not run_dir.is_dir():
@@ -425,12 +427,16 @@ def load_run(run: str | None = None, checkpoint: str | None = None, which: str =
     return config, derived, model, ckpt, run_dir
 
 
+def _local_device(device: str) -> torch.device:
+    return torch.device("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+
+
 def explain_saved_run(run: str | None, checkpoint: str | None, n: int, order: str, method: str,
                       layer: str, which: str = "final", device: str = "auto") -> dict[str, Any]:
     """Regenerate a run's explanations (misclassified/gradcam/confusion) without training."""
     config, derived, model, ckpt, run_dir = load_run(run, checkpoint, which)
     resolve_layer(model, layer)  # an unknown name is a UserError that lists the valid ones
-    dev = torch.device("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+    dev = _local_device(device)
     data = load_data(config)
     return write_explanations(model.to(dev), data.test, derived["classes"], derived["mean"], derived["std"], run_dir,
                               dev, n=n, order=order, method=method, layer=layer, source=f"{ckpt.name}")
@@ -441,7 +447,7 @@ def evaluate_saved_run(run: str | None, checkpoint: str | None, which: str = "fi
     from .explain import evaluate_split, evaluation_summary
 
     config, derived, model, ckpt, _ = load_run(run, checkpoint, which)
-    dev = torch.device("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+    dev = _local_device(device)
     data = load_data(config)
     summary = evaluation_summary(evaluate_split(model.to(dev), data.test, derived["mean"], derived["std"], dev),
                                  derived["classes"])
