@@ -9,9 +9,11 @@ from __future__ import annotations
 import copy
 import json
 import datetime as dt
+import gc
 import logging
 import os
 import signal
+import socket
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -198,14 +200,27 @@ def _backend(config: Config) -> str | None:
 
 def train(config: Config) -> dict[str, Any]:
     """Train as configured; returns rank 0's summary (final val accuracy, run folder, ...)."""
-    prepared = prepare(config)
     nproc = config.nproc_per_node if config.nproc_per_node > 1 and "WORLD_SIZE" not in os.environ else None
+    spawn = {"nproc_per_node": nproc, "master_port": _master_port()} if nproc else {}
+    prepared = prepare(config)
     result: dict[str, Any] = {}
-    with idist.Parallel(backend=_backend(config), nproc_per_node=nproc) as parallel:
+    with idist.Parallel(backend=_backend(config), **spawn) as parallel:
         parallel.run(training, prepared, result)
     if nproc:  # spawned processes cannot hand back their dict: read what rank 0 wrote
         result.update(_summary_from_disk(prepared))
     return result
+
+
+def _master_port() -> int:
+    """MASTER_PORT when set, else a free port: two spawned runs on one machine must not both take ignite's 2222."""
+    if os.environ.get("MASTER_PORT"):
+        value = os.environ["MASTER_PORT"]
+        if not value.isdigit() or not 0 < int(value) < 65536:
+            raise ConfigError(f"MASTER_PORT={value!r} is not a port number (1-65535); unset it to pick a free one")
+        return int(value)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _summary_from_disk(prepared: Prepared) -> dict[str, Any]:
@@ -234,6 +249,17 @@ def _make_run_dir(prepared: Prepared) -> Path:
 
 def training(local_rank: int, prepared: Prepared, result: dict[str, Any]) -> None:
     """One process's training: the same code on 1 CPU, N CPUs with gloo or N GPUs with nccl."""
+    try:
+        _training(local_rank, prepared, result)
+    finally:
+        # The engines' handlers and the model refer to each other, so the (DDP-wrapped) model and the
+        # communication work its reducer holds would otherwise live on past ignite's destroy_process_group
+        # until interpreter shutdown, where freeing them can abort the process ("terminate called without
+        # an active exception", seen on a 2-process gloo run). Free them now, while everything is alive.
+        gc.collect()
+
+
+def _training(local_rank: int, prepared: Prepared, result: dict[str, Any]) -> None:
     config, data = prepared.config, prepared.data
     rank, world = idist.get_rank(), idist.get_world_size()
     device = _device(config)

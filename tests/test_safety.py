@@ -120,6 +120,28 @@ def test_bad_input_exits_2_with_one_line_and_touches_nothing(tmp_path, earlier_r
     assert _snapshot(earlier_run.parent) == before
 
 
+def test_bad_master_port_exits_2_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MASTER_PORT", "http")
+    code = cli.main(["train", "--dataset", "synthetic", "--nproc-per-node", "2", "--output-dir",
+                     str(tmp_path / "runs"), "--width", "0.0625"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and "MASTER_PORT='http'" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_spawned_runs_rendezvous_on_a_free_port(monkeypatch):
+    import socket
+
+    from ignite_cifar.run import _master_port
+
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    port = _master_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", port))  # free when handed out
+    monkeypatch.setenv("MASTER_PORT", "29511")
+    assert _master_port() == 29511
+
+
 def test_offline_cifar10_download_exits_2_with_hint(tmp_path, monkeypatch, capsys):
     from torchvision.datasets import CIFAR10
 
