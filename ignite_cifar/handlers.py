@@ -23,6 +23,9 @@ def current_lr(optimizer: torch.optim.Optimizer) -> float:
     return float(optimizer.param_groups[0]["lr"])
 
 
+HYPERPARAMETERS = ("factor", "patience", "min_lrs", "default_min_lr", "threshold", "threshold_mode", "cooldown", "eps")
+
+
 class PlateauScheduler:
     """torch's ReduceLROnPlateau stepped on the val loss each time the val evaluator completes.
 
@@ -48,7 +51,12 @@ class PlateauScheduler:
         return self.scheduler.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """The counters (best loss, evaluations without improvement, ...) come from the checkpoint; factor,
+        patience and min lr stay as configured, so flags given with --resume take effect."""
+        configured = {k: getattr(self.scheduler, k) for k in HYPERPARAMETERS if hasattr(self.scheduler, k)}
         self.scheduler.load_state_dict(state)
+        for key, value in configured.items():
+            setattr(self.scheduler, key, value)
 
 
 def attach_plateau_scheduler(evaluator: Engine, optimizer: torch.optim.Optimizer, factor: float,

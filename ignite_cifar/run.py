@@ -39,7 +39,7 @@ from .errors import CheckpointError, ConfigError, TrainingStopped, UserError
 from .explain import write_explanations
 from .gradcam import UnknownLayerError, resolve_layer
 from .handlers import (History, RNGState, attach_checkpoints, attach_epoch_log, attach_epoch_seeding,
-                       attach_nan_guard, attach_plateau_scheduler, attach_tensorboard)
+                       attach_nan_guard, attach_plateau_scheduler, attach_tensorboard, current_lr)
 from .models import build_model
 
 log = logging.getLogger("ignite_cifar")
@@ -78,6 +78,7 @@ class Prepared:
     checkpoint: Path | None = None
     checkpoint_state: dict[str, Any] | None = None  # loaded (as data) and checked once, in the launcher
     derived: dict[str, Any] = field(default_factory=dict)
+    lr_override: float | None = None  # --lr given with --resume, different from the run's: replaces the saved lr
 
 
 # ---------------------------------------------------------------- launcher side
@@ -156,8 +157,11 @@ def prepare(config: Config) -> Prepared:
         raise ConfigError("backend: nccl needs CUDA GPUs; use --backend gloo on CPU")
     _check_layer(config)
     checkpoint = None
+    lr_override = None
     if config.resume:
         checkpoint, run_dir = resolve_resume(config.resume)
+        if float(saved_config(run_dir).get("lr", config.lr)) != config.lr:
+            lr_override = config.lr
     else:
         out = Path(config.output_dir)
         _check_writable(out)
@@ -179,7 +183,7 @@ def prepare(config: Config) -> Prepared:
     }
     if run_dir is None:  # under torchrun every process picks one; training() keeps rank 0's
         run_dir = _timestamped(Path(config.output_dir))
-    return Prepared(config, data, run_dir, checkpoint, state, derived)
+    return Prepared(config, data, run_dir, checkpoint, state, derived, lr_override)
 
 
 def _timestamped(out: Path) -> Path:
@@ -318,6 +322,13 @@ def _training(local_rank: int, prepared: Prepared, result: dict[str, Any]) -> No
         start_epoch = trainer.state.iteration // epoch_length
         # A mid-epoch checkpoint (written on interrupt) resumes on the batches that epoch had not reached yet.
         sampler.skip = (trainer.state.iteration % epoch_length) * (train_loader.batch_size or 1)
+        for group in optimizer.param_groups:  # as configured now, which is the saved config plus today's flags
+            group.update(momentum=config.momentum, weight_decay=config.weight_decay)
+        if prepared.lr_override is not None:
+            saved_lr = current_lr(optimizer)
+            for group in optimizer.param_groups:
+                group["lr"] = prepared.lr_override
+            log.info("lr %.3g from --lr replaces the checkpoint's %.3g", prepared.lr_override, saved_lr)
 
     history = None
     tb = None

@@ -56,6 +56,21 @@ def test_stopped_after_epoch_1_and_resumed_equals_straight_run(smoke_run, tmp_pa
     assert len(list((Path(first["run_dir"]) / "tb").glob("events.out.tfevents.*"))) == 2
 
 
+def test_flags_given_with_resume_reach_the_optimizer_and_the_scheduler(tmp_path):
+    first = train(tiny_config(tmp_path, run_name="relr", epochs=1, train_subset=100, test_subset=50,
+                              n_misclassified=2))
+    run_dir = Path(first["run_dir"])
+    assert cli.main(["train", "--resume", str(run_dir), "--epochs", "3", "--lr", "0.005",
+                     "--plateau-patience", "7", "--weight-decay", "0.001"]) == 0
+    assert [r["lr"] for r in json.loads((run_dir / "history.json").read_text())["epochs"]] == [0.02, 0.005, 0.005]
+    state = files.load_checkpoint(files.find_checkpoint(run_dir))
+    group = state["optimizer"]["param_groups"][0]
+    assert state["scheduler"]["patience"] == 7 and group["lr"] == 0.005 and group["weight_decay"] == 0.001
+    # resumed again without --lr: the lr stays what the run has now (0.005 is its config's lr by then)
+    assert cli.main(["train", "--resume", str(run_dir), "--epochs", "4"]) == 0
+    assert json.loads((run_dir / "history.json").read_text())["epochs"][-1]["lr"] == 0.005
+
+
 def test_every_listed_mistake_is_misclassified_by_the_saved_model(smoke_run):
     run_dir, _ = smoke_run
     listed = json.loads((run_dir / "misclassified.json").read_text())
