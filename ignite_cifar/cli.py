@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 import warnings
 from dataclasses import fields
@@ -108,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except TrainingStopped as exc:
+        for name in ("SIGINT", "SIGTERM"):  # the stop is done and saved; a repeated Ctrl-C must not add a traceback
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
         print(f"{PROG}: {exc}", file=sys.stderr)
         return exc.exit_code
     return 0

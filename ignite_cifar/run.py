@@ -6,11 +6,13 @@ in each process through `idist.Parallel` (one process, `--nproc-per-node N` spaw
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import datetime as dt
 import gc
 import logging
+import multiprocessing
 import os
 import signal
 import socket
@@ -28,6 +30,7 @@ from ignite.engine import Events
 from ignite.handlers import Checkpoint
 from ignite.utils import manual_seed, setup_logger
 from torch import nn
+from torch.multiprocessing.spawn import ProcessExitedException, ProcessRaisedException
 from torch.utils.data.distributed import DistributedSampler
 
 from . import figures, files
@@ -39,7 +42,8 @@ from .errors import CheckpointError, ConfigError, TrainingStopped, UserError
 from .explain import write_explanations
 from .gradcam import UnknownLayerError, resolve_layer
 from .handlers import (History, RNGState, attach_checkpoints, attach_epoch_log, attach_epoch_seeding,
-                       attach_nan_guard, attach_plateau_scheduler, attach_tensorboard, current_lr)
+                       attach_nan_guard, attach_plateau_scheduler, attach_tensorboard, current_lr,
+                       StopRequests)
 from .models import build_model
 
 log = logging.getLogger("ignite_cifar")
@@ -78,7 +82,8 @@ class Prepared:
     checkpoint: Path | None = None
     checkpoint_state: dict[str, Any] | None = None  # loaded (as data) and checked once, in the launcher
     derived: dict[str, Any] = field(default_factory=dict)
-    lr_override: float | None = None  # --lr given with --resume, different from the run's: replaces the saved lr
+    lr_override: float | None = None
+    outcome_file: str | None = None  # spawned processes write how they stopped here, for the launcher  # --lr given with --resume, different from the run's: replaces the saved lr
 
 
 # ---------------------------------------------------------------- launcher side
@@ -208,11 +213,64 @@ def train(config: Config) -> dict[str, Any]:
     spawn = {"nproc_per_node": nproc, "master_port": _master_port()} if nproc else {}
     prepared = prepare(config)
     result: dict[str, Any] = {}
-    with idist.Parallel(backend=_backend(config), **spawn) as parallel:
-        parallel.run(training, prepared, result)
-    if nproc:  # spawned processes cannot hand back their dict: read what rank 0 wrote
-        result.update(_summary_from_disk(prepared))
+    if not nproc:
+        with idist.Parallel(backend=_backend(config)) as parallel:
+            parallel.run(training, prepared, result)
+        return result
+    # Spawned processes cannot hand back a dict or an exception: they report how they stopped in a file.
+    logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)  # "Terminating process ..." on a stop
+    fd, prepared.outcome_file = tempfile.mkstemp(prefix="ignite-cifar-outcome-", suffix=".json")
+    os.close(fd)
+    try:
+        with _launcher_signals(), idist.Parallel(backend=_backend(config), **spawn) as parallel:
+            parallel.run(training, prepared, result)
+    except (ProcessRaisedException, ProcessExitedException):
+        reported = _read_outcome(prepared.outcome_file)
+        if reported is None:
+            raise
+        raise reported from None
+    finally:
+        os.unlink(prepared.outcome_file)
+    result.update(_summary_from_disk(prepared))  # what rank 0 wrote
     return result
+
+
+@contextlib.contextmanager
+def _launcher_signals():
+    """While spawned processes train, the launcher leaves Ctrl-C to them (a terminal sends it to all of them)
+    and passes a SIGTERM meant for it on, so they stop at a safe point and it reports how they stopped."""
+    def forward(signum, frame):
+        for child in multiprocessing.active_children():
+            os.kill(child.pid, signum)
+
+    previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+                signal.SIGTERM: signal.signal(signal.SIGTERM, forward)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _report_outcome(prepared: Prepared, exc: Exception) -> None:
+    """A spawned process's user error or stop, for the launcher (rank 0's wins; others only fill a gap)."""
+    path = Path(prepared.outcome_file or "")
+    if not prepared.outcome_file or (idist.get_rank() != 0 and path.stat().st_size):
+        return
+    kind = "stopped" if isinstance(exc, TrainingStopped) else "user"
+    files.write_text(path, json.dumps({"kind": kind, "message": str(exc), "exit_code": getattr(exc, "exit_code", 2)}))
+
+
+def _read_outcome(path: str) -> Exception | None:
+    try:
+        data = json.loads(Path(path).read_text() or "null")
+    except (OSError, ValueError):
+        return None
+    if not data:
+        return None
+    if data["kind"] == "stopped":
+        return TrainingStopped(data["message"], exit_code=int(data["exit_code"]))
+    return UserError(data["message"])
 
 
 def _master_port() -> int:
@@ -253,17 +311,23 @@ def _make_run_dir(prepared: Prepared) -> Path:
 
 def training(local_rank: int, prepared: Prepared, result: dict[str, Any]) -> None:
     """One process's training: the same code on 1 CPU, N CPUs with gloo or N GPUs with nccl."""
+    stops = StopRequests(idist.get_world_size(), every=10).install()  # Ctrl-C / SIGTERM: stop at a safe point
     try:
-        _training(local_rank, prepared, result)
+        _training(prepared, result, stops)
+    except (TrainingStopped, UserError) as exc:
+        _report_outcome(prepared, exc)
+        raise
     finally:
         # The engines' handlers and the model refer to each other, so the (DDP-wrapped) model and the
         # communication work its reducer holds would otherwise live on past ignite's destroy_process_group
         # until interpreter shutdown, where freeing them can abort the process ("terminate called without
-        # an active exception", seen on a 2-process gloo run). Free them now, while everything is alive.
+        # an active exception", seen on a 2-process gloo run). Free them now, while everything is alive,
+        # and before the signal handlers go: a second Ctrl-C during this cleanup must not raise inside it.
         gc.collect()
+        stops.restore()
 
 
-def _training(local_rank: int, prepared: Prepared, result: dict[str, Any]) -> None:
+def _training(prepared: Prepared, result: dict[str, Any], stops: StopRequests) -> None:
     config, data = prepared.config, prepared.data
     rank, world = idist.get_rank(), idist.get_world_size()
     device = _device(config)
@@ -272,6 +336,8 @@ def _training(local_rank: int, prepared: Prepared, result: dict[str, Any]) -> No
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // idist.get_nproc_per_node()))
     manual_seed(config.seed)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    # ignite logs "Engine run is terminating due to exception" for every stop; the CLI reports each in one line
+    logging.getLogger("ignite.engine.engine.Engine").setLevel(logging.CRITICAL)
     log.setLevel(logging.INFO if rank == 0 else logging.WARNING)
     run_dir = _make_run_dir(prepared)
     mean, std = prepared.derived["mean"], prepared.derived["std"]
@@ -283,7 +349,8 @@ def _training(local_rank: int, prepared: Prepared, result: dict[str, Any]) -> No
     sampler = ResumableSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=config.seed)
     pin = device.type == "cuda"
     train_loader = idist.auto_dataloader(train_ds, batch_size=config.batch_size, sampler=sampler,
-                                         num_workers=config.num_workers, pin_memory=pin, drop_last=False)
+                                         num_workers=config.num_workers, pin_memory=pin, drop_last=False,
+                                         worker_init_fn=_ignore_stop_signals if config.num_workers else None)
     val_split = data.val if data.val is not None else data.test
     val_loader = idist.auto_dataloader(eval_dataset(val_split.images, val_split.labels, mean, std),
                                        batch_size=max(config.batch_size, 256), shuffle=False, num_workers=0,
@@ -316,7 +383,9 @@ def _training(local_rank: int, prepared: Prepared, result: dict[str, Any]) -> No
 
     start_epoch = 0
     if prepared.checkpoint_state is not None:
-        state = prepared.checkpoint_state
+        # Spawned processes received these tensors through shared memory, and the optimizer keeps loaded
+        # momentum buffers as they are: without a private copy every process would update the same buffers.
+        state = _private_copy(prepared.checkpoint_state)
         Checkpoint.load_objects(to_load={k: v for k, v in to_save.items() if k in state}, checkpoint=state)
         epoch_length = trainer.state.epoch_length or len(train_loader)
         start_epoch = trainer.state.iteration // epoch_length
@@ -376,19 +445,12 @@ def _training(local_rank: int, prepared: Prepared, result: dict[str, Any]) -> No
                      source, 100 * summary["test_accuracy"], summary["test_images"], len(summary["mistakes"]),
                      run_dir / "gradcam.png")
 
-    interrupted = _install_sigterm()
+    stops.attach(trainer)  # last: its checks run after every other handler
     try:
         trainer.run(train_loader, max_epochs=config.epochs)
     except KeyboardInterrupt:
-        last_ckpt(trainer)  # the state right now, mid-epoch included: resuming continues from here
-        if tb:
-            tb.close()
-        raise TrainingStopped(f"interrupted at epoch {trainer.state.epoch}, iteration {trainer.state.iteration}; "
-                              f"saved {files.find_checkpoint(run_dir)}. Resume with: "
-                              f"python -m ignite_cifar train --resume {run_dir}",
-                              exit_code=143 if interrupted["sigterm"] else 130) from None
-    finally:
-        signal.signal(signal.SIGTERM, interrupted["previous"])
+        stops.stopping = True  # also when it came from elsewhere (a plain KeyboardInterrupt in a library call)
+        raise _stopped(stops, trainer, last_ckpt, tb, run_dir) from None
     if tb:
         tb.close()
     bad = getattr(trainer.state, "nonfinite_iteration", None)
@@ -414,27 +476,50 @@ def _training(local_rank: int, prepared: Prepared, result: dict[str, Any]) -> No
               flush=True)
 
 
+def _private_copy(value: Any) -> Any:
+    """The checkpoint's nested dicts and lists with every tensor cloned."""
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, dict):
+        return {k: _private_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_private_copy(v) for v in value)
+    return value
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C and SIGTERM to the main process, which stops at a safe point and shuts
+    them down; a worker that died of the signal first would make that last iteration fail."""
+    for name in StopRequests.SIGNALS:
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
+def _stopped(stops: StopRequests, trainer, last_ckpt, tb, run_dir: Path) -> TrainingStopped:
+    """What a Ctrl-C or SIGTERM leaves: a resumable checkpoint of a safe point, and one line saying how to go on."""
+    code = 143 if stops.sigterm else 130
+    state = trainer.state
+    if stops.training_done:
+        message = (f"interrupted after training finished (epoch {state.epoch}, saved in "
+                   f"{files.find_checkpoint(run_dir)}), before the explanations were written. Write them with: "
+                   f"python -m ignite_cifar explain --run {run_dir}")
+    elif stops.forced:
+        message = (f"stopped at once by a second signal at epoch {state.epoch}, iteration {state.iteration}; kept "
+                   f"the last checkpoint, {files.find_checkpoint(run_dir) or 'none (still in epoch 1)'}. "
+                   f"Resume with: python -m ignite_cifar train --resume {run_dir}")
+    else:
+        last_ckpt(trainer)  # a safe point (mid-epoch included): resuming continues from exactly here
+        message = (f"interrupted at epoch {state.epoch}, iteration {state.iteration}; saved "
+                   f"{files.find_checkpoint(run_dir)}. Resume with: python -m ignite_cifar train --resume {run_dir}")
+    if tb:
+        tb.close()
+    return TrainingStopped(message, exit_code=code)
+
+
 def parameter_checksum(model: nn.Module) -> torch.Tensor:
     """(sum, sum of squares, weighted sum) of all parameters in float64: equal replicas give equal triples."""
     flat = torch.cat([p.detach().double().flatten() for p in model.parameters()])
     weights = torch.arange(1, flat.numel() + 1, dtype=torch.float64, device=flat.device)
     return torch.stack([flat.sum(), (flat * flat).sum(), (flat * weights).sum()])
-
-
-def _install_sigterm() -> dict[str, Any]:
-    """SIGTERM (a scheduler stopping the job) is handled like Ctrl-C: checkpoint, then exit."""
-    flag: dict[str, Any] = {"sigterm": False}
-
-    def on_sigterm(signum, frame):
-        flag["sigterm"] = True
-        raise KeyboardInterrupt
-
-    flag["previous"] = signal.getsignal(signal.SIGTERM)
-    try:
-        signal.signal(signal.SIGTERM, on_sigterm)
-    except ValueError:  # not the main thread: leave signals alone
-        pass
-    return flag
 
 
 # ---------------------------------------------------------------- saved runs
