@@ -82,8 +82,8 @@ class Prepared:
     checkpoint: Path | None = None
     checkpoint_state: dict[str, Any] | None = None  # loaded (as data) and checked once, in the launcher
     derived: dict[str, Any] = field(default_factory=dict)
-    lr_override: float | None = None
-    outcome_file: str | None = None  # spawned processes write how they stopped here, for the launcher  # --lr given with --resume, different from the run's: replaces the saved lr
+    lr_override: float | None = None  # --lr given with --resume, different from the run's: replaces the saved lr
+    outcome_file: str | None = None  # spawned processes write how they stopped here, for the launcher
 
 
 # ---------------------------------------------------------------- launcher side
@@ -241,10 +241,15 @@ def _launcher_signals():
     and passes a SIGTERM meant for it on, so they stop at a safe point and it reports how they stopped."""
     def forward(signum, frame):
         for child in multiprocessing.active_children():
-            os.kill(child.pid, signum)
+            with contextlib.suppress(ProcessLookupError):  # it may have exited meanwhile
+                os.kill(child.pid, signum)
 
-    previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
-                signal.SIGTERM: signal.signal(signal.SIGTERM, forward)}
+    previous: dict[int, Any] = {}
+    try:
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, forward)
+    except ValueError:  # not the main thread: signals stay as they are
+        pass
     try:
         yield
     finally:
