@@ -263,7 +263,7 @@ def report(args, device, train, data, cam, started: datetime.datetime, others: f
         f"- date: {started.isoformat(timespec='seconds')}",
         f"- machine: {cpu_model()}; os.cpu_count() = {os.cpu_count()}; torch threads = {torch.get_num_threads()}; "
         f"GPU: {gpu}",
-        f"- CPU used by other processes during the run (from /proc/stat, minus this process and its workers): "
+        "- CPU used by other processes during the run (from /proc/stat, minus this process and its workers): "
         + (f"{others:.2f} of {os.cpu_count()} cores on average" if others is not None else "unknown"),
         f"- versions: python {platform.python_version()}, torch {torch.__version__}, ignite {ignite.__version__}, "
         f"albumentations {albumentations.__version__}",

@@ -206,9 +206,10 @@ class StopRequests:
 
     Safe points: after a whole iteration (step, metrics and logs done), and after an epoch's evaluation, history
     record, plateau step and checkpoint. A signal only raises a flag; the handler at the next safe point turns it
-    into KeyboardInterrupt, so the checkpoint written then is consistent. A second signal (a second or more later) stops at once. Once the
-    last epoch is saved (while the explanations are written) a signal stops at once too. With several processes
-    the flag is all-reduced (every `every` iterations and at each epoch's end) so all ranks stop at the same point.
+    into KeyboardInterrupt, so the checkpoint written then is consistent. A second signal (a second or more
+    later) stops at once. Once the last epoch is saved (while the explanations are written) a signal stops at once
+    too. With several processes the flag is all-reduced (every `every` iterations and at each epoch's end) so all
+    ranks stop at the same point.
     """
 
     SIGNALS = ("SIGINT", "SIGTERM")
@@ -251,7 +252,7 @@ class StopRequests:
             self._stop()
         self.signum, self._first_at = signum, time.monotonic()
         log.info("stopping after the current %s (send the signal again to stop at once)",
-                    "iteration or epoch end" if self.world_size == 1 else "safe point")
+                 "iteration or epoch end" if self.world_size == 1 else "safe point")
 
     def _stop(self) -> None:
         self.stopping = True
