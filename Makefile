@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 RUNS   ?= runs
 
-.PHONY: train test bench tensorboard smoke clean
+.PHONY: train test bench tensorboard smoke gpu-kit gpu-dry-run clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,17 @@ bench: $(STAMP)
 
 tensorboard: $(STAMP)    ## serve the runs folder on 127.0.0.1:6006
 	$(BIN)/tensorboard --logdir $(RUNS) --host 127.0.0.1 --port 6006
+
+SHARED  ?= ../shared
+GPU_KIT ?= .gpu
+gpu-kit:                 ## what the GPU machine lacks, into .gpu/ (git-ignored): wheels + the JPEG export
+	mkdir -p $(GPU_KIT)/wheels
+	cp $(SHARED)/gpu/wheels/*.whl $(GPU_KIT)/wheels/
+	cp $(SHARED)/data/cifar10-jpeg.tar.gz $(GPU_KIT)/
+	@du -sh $(GPU_KIT)
+
+gpu-dry-run: $(STAMP) gpu-kit  ## benchmarks/gpu_headline.sh on CPU at tiny sizes; OUT=DIR keeps the results
+	GPU_DRY_RUN=1 GPU_KIT=$(GPU_KIT) OUT=$${OUT:-$$(mktemp -d)} PYTHON=$(BIN)/python bash benchmarks/gpu_headline.sh
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

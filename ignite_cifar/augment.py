@@ -89,10 +89,16 @@ class AugmentedDataset(Dataset):
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, transform: A.Compose, seed: int):
         self.images, self.labels, self.transform, self.seed = images, labels, transform, seed
-        self.epoch = 0
+        # In shared memory: persistent DataLoader workers keep their own copy of this dataset, and must still
+        # see each new epoch (set in the main process before the epoch's indices are handed out).
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self._epoch.fill_(epoch)
 
     def __len__(self) -> int:
         return len(self.labels)

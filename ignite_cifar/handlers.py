@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable
 import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
-from ignite.handlers import Checkpoint, DiskSaver, TerminateOnNan, global_step_from_engine
+from ignite.handlers import Checkpoint, DiskSaver, global_step_from_engine
 from ignite.handlers.tensorboard_logger import TensorboardLogger
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
@@ -94,15 +94,35 @@ def attach_epoch_seeding(trainer: Engine, *targets: Any) -> None:
     trainer.add_event_handler(Events.EPOCH_STARTED, set_epoch)
 
 
-def attach_nan_guard(trainer: Engine) -> None:
-    """ignite's TerminateOnNan, plus a note of the iteration where it fired (read by run.train)."""
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan(output_transform=lambda out: out["loss"]))
+class NonFiniteLossGuard:
+    """Stops training when the loss becomes NaN or infinite, without a host sync every iteration.
 
-    @trainer.on(Events.TERMINATE)
-    def note_iteration(engine: Engine) -> None:
-        loss = engine.state.output["loss"] if engine.state.output else None
-        if loss is not None and not bool(torch.isfinite(loss).all()):
-            engine.state.nonfinite_iteration = engine.state.iteration
+    Each iteration only updates, on the loss's device, the first iteration whose loss was not finite. The host
+    reads it every `every` iterations (when the TensorBoard batch loss syncs anyway) and at the last iteration
+    of each epoch, so a bad epoch is never evaluated or checkpointed. `iteration` then says where it happened.
+    """
+
+    def __init__(self, every: int):
+        self.every = max(1, every)
+        self.iteration: int | None = None  # the first iteration with a non-finite loss, once seen
+        self._first_bad: torch.Tensor | None = None
+
+    def attach(self, trainer: Engine) -> "NonFiniteLossGuard":
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, self._check)
+        return self
+
+    def _check(self, engine: Engine) -> None:
+        loss, i = engine.state.output["loss"], engine.state.iteration
+        if self._first_bad is None:
+            self._first_bad = torch.full((), -1, dtype=torch.int64, device=loss.device)
+        bad = ~torch.isfinite(loss).all() & (self._first_bad < 0)
+        self._first_bad = torch.where(bad, i, self._first_bad)
+        length = engine.state.epoch_length or 0
+        if i % self.every == 0 or (length and i % length == 0):
+            first = int(self._first_bad)
+            if first >= 0:
+                self.iteration = first
+                engine.terminate()
 
 
 def attach_checkpoints(trainer: Engine, val_evaluator: Engine, to_save: dict[str, Any], run_dir: Path,
@@ -170,6 +190,11 @@ def attach_epoch_log(trainer: Engine, val_evaluator: Engine, val_loader, optimiz
                      on_record: Callable[[dict[str, Any]], None] | None = None) -> None:
     """After each epoch: evaluate val, then record/print the epoch. On ranks other than 0 `history` is None."""
     lr_in_epoch: dict[str, float] = {}
+    started = {"at": time.perf_counter()}
+
+    @trainer.on(Events.STARTED)
+    def remember_start(engine: Engine) -> None:
+        started["at"] = time.perf_counter()
 
     @trainer.on(Events.EPOCH_STARTED)
     def remember_lr(engine: Engine) -> None:
@@ -177,6 +202,7 @@ def attach_epoch_log(trainer: Engine, val_evaluator: Engine, val_loader, optimiz
 
     @trainer.on(Events.EPOCH_COMPLETED)
     def evaluate_and_record(engine: Engine) -> None:
+        val_started = time.perf_counter()
         val_evaluator.run(val_loader)
         if history is None:
             return
@@ -190,6 +216,8 @@ def attach_epoch_log(trainer: Engine, val_evaluator: Engine, val_loader, optimiz
             "lr": lr_in_epoch["lr"], "next_lr": current_lr(optimizer),
             "epoch_seconds": round(float(seconds), 3),
             "train_images_per_s": round(train_size / seconds, 1) if seconds > 0 else None,
+            "val_seconds": round(time.perf_counter() - val_started, 3),
+            "wall_seconds": round(time.perf_counter() - started["at"], 3),  # since this process began training
         }
         history.add(record)
         log.info("epoch %d/%d  train loss %.4f acc %.2f%%  val loss %.4f acc %.2f%%  lr %.3g  %.1fs",

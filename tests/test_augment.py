@@ -236,3 +236,24 @@ def test_denormalize_inverts_normalize():
     back = denormalize(x, MEAN, STD)
     assert back.shape == (3, 32, 32, 3)
     assert np.allclose(back, images / 255.0, atol=1e-5)
+
+
+def test_persistent_workers_see_each_new_epoch():
+    """The trainer keeps its DataLoader workers across epochs: each epoch must still get its own augmentations,
+    the same ones as without workers."""
+    from torch.utils.data import DataLoader
+
+    def epochs(loader, ds):
+        out = []
+        for epoch in range(3):
+            ds.set_epoch(epoch)
+            out.append(torch.cat([x for x, _ in loader]))
+        return out
+
+    ds = _dataset()
+    with_workers = epochs(DataLoader(ds, batch_size=3, num_workers=1, persistent_workers=True), ds)
+    ds_plain = _dataset()
+    in_process = epochs(DataLoader(ds_plain, batch_size=3, num_workers=0), ds_plain)
+    for a, b in zip(with_workers, in_process):
+        assert torch.equal(a, b)
+    assert not torch.equal(with_workers[0], with_workers[1])

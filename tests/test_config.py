@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from ignite_cifar.config import Config, coerce, field_names, make_config, read_yaml
+from ignite_cifar.config import MAX_AUTO_WORKERS, Config, coerce, field_names, make_config, read_yaml, resolve_num_workers
 from ignite_cifar.errors import ConfigError
 
 
@@ -168,3 +168,26 @@ def test_yaml_values_are_validated(tmp_path):
     path.write_text("epochs: 0\n")
     with pytest.raises(ConfigError, match="epochs"):
         make_config(read_yaml(str(path)))
+
+
+@pytest.mark.parametrize("raw, expected", [("auto", "auto"), ("AUTO", "auto"), ("3", 3), (0, 0), (2.0, 2)])
+def test_num_workers_is_a_count_or_auto(raw, expected):
+    assert make_config({"num_workers": raw}).num_workers == expected
+
+
+@pytest.mark.parametrize("raw", ["-1", "many", 1.5, True])
+def test_num_workers_refuses_what_is_not_a_count(raw):
+    with pytest.raises(ConfigError, match="num_workers"):
+        make_config({"num_workers": raw})
+
+
+@pytest.mark.parametrize("cores, nproc, expected", [
+    (2, 1, 1),     # this 2-core CPU: one core trains, one loads
+    (16, 1, MAX_AUTO_WORKERS),  # a GPU box: capped
+    (2, 2, 0),     # two processes on two cores: load in-process
+    (64, 4, 4 * MAX_AUTO_WORKERS),  # for the node: ignite splits them among the processes
+    (1, 1, 0),
+])
+def test_auto_workers_fit_the_cores(cores, nproc, expected):
+    assert resolve_num_workers("auto", nproc, cores) == expected
+    assert resolve_num_workers(3, nproc, cores) == 3

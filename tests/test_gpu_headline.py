@@ -1,0 +1,84 @@
+"""The GPU headline script (benchmarks/gpu_headline.sh) in its CPU dry mode: the kit, the matrix, the choice,
+the run and the report go through the same path as on the GPU machine, so that one call there cannot fail on
+something never run here."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .conftest import ARCHIVE, REPO
+
+HANG_GUARD_S = 900  # not a speed limit: the dry run takes about a minute; this only keeps a hang from blocking CI
+
+
+@pytest.fixture(scope="module")
+def dry_run(tmp_path_factory):
+    if not ARCHIVE.is_file():
+        if os.environ.get("IGNITE_CIFAR_REQUIRE_ARCHIVE"):
+            pytest.fail(f"IGNITE_CIFAR_REQUIRE_ARCHIVE is set but {ARCHIVE} does not exist")
+        pytest.skip(f"{ARCHIVE} not found")
+    tmp = tmp_path_factory.mktemp("gpu")
+    shared = tmp / "shared"  # the layout `make gpu-kit` reads: SHARED/data/<archive>, SHARED/gpu/wheels/*.whl
+    (shared / "data").mkdir(parents=True)
+    (shared / "gpu" / "wheels").mkdir(parents=True)
+    (shared / "data" / "cifar10-jpeg.tar.gz").symlink_to(ARCHIVE)
+    (shared / "gpu" / "wheels" / "placeholder-0.0-py3-none-any.whl").write_bytes(b"")
+    kit, out = tmp / "kit", tmp / "out"
+    subprocess.run(["make", "--no-print-directory", "gpu-kit", f"SHARED={shared}", f"GPU_KIT={kit}"], cwd=REPO,
+                   check=True, capture_output=True, timeout=HANG_GUARD_S)
+    env = {**os.environ, "GPU_DRY_RUN": "1", "GPU_KIT": str(kit), "OUT": str(out), "PYTHON": sys.executable}
+    done = subprocess.run(["bash", "benchmarks/gpu_headline.sh"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=HANG_GUARD_S)
+    return done, out
+
+
+def test_dry_run_succeeds_and_leaves_the_files_that_come_back(dry_run):
+    done, out = dry_run
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["RESULTS-GPU.md", "headline.log", "matrix.json", "matrix.md", "run.tar.gz"]
+    assert len(names) <= 8  # what the GPU machine sends back
+
+
+def test_the_matrix_choice_is_what_the_run_used(dry_run):
+    _, out = dry_run
+    matrix = json.loads((out / "matrix.json").read_text())
+    assert len(matrix["entries"]) == 2 and all(e["correct"] for e in matrix["entries"])
+    choice = matrix["choice"]
+    assert choice == min(matrix["entries"], key=lambda e: e["run_steps_s"])
+    with tarfile.open(out / "run.tar.gz") as tar:
+        config = yaml.safe_load(tar.extractfile("headline/config.yaml"))
+    assert config["channels_last"] == choice["channels_last"] and config["compile"] == choice["compile"]
+    assert config["derived"]["data_workers"] >= 0 and config["num_workers"] == "auto"
+
+
+def test_the_run_folder_comes_back_without_checkpoints(dry_run):
+    _, out = dry_run
+    with tarfile.open(out / "run.tar.gz") as tar:
+        names = set(tar.getnames())
+        history = json.loads(tar.extractfile("headline/history.json").read())
+    for name in ("history.json", "curves.png", "misclassified.png", "gradcam.png", "confusion.png", "config.yaml"):
+        assert f"headline/{name}" in names
+    assert not any("checkpoints" in n for n in names)
+    assert [r["epoch"] for r in history["epochs"]] == [1]
+    assert 0.0 <= history["final_test"]["test_accuracy"] <= 1.0
+
+
+def test_the_report_names_the_machine_and_the_measured_figures(dry_run):
+    _, out = dry_run
+    report = (out / "RESULTS-GPU.md").read_text()
+    with tarfile.open(out / "run.tar.gz") as tar:
+        history = json.loads(tar.extractfile("headline/history.json").read())
+    assert "DRY RUN" in report and "device: cpu" in report
+    assert "| epochs done / planned | 1 / 1 |" in report
+    assert f"**{100 * history['final_test']['test_accuracy']:.2f}%**" in report
+    assert f"**{history['epochs'][-1]['wall_seconds']:.1f} s**" in report
+    assert "| off | on | off | 32 |" in report and "| off | off | off | 32 |" in report  # both matrix rows
