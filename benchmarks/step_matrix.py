@@ -51,6 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=30, help="timed steps per entry")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation happens here)")
     p.add_argument("--compile", choices=("on", "off", "both"), default="both")
+    p.add_argument("--compile-mode", default="default", choices=("default", "reduce-overhead", "max-autotune-no-cudagraphs"),
+                   help="torch.compile mode of the compiled entries (reduce-overhead: CUDA graphs)")
     p.add_argument("--bf16", choices=("on", "off", "both"), default="both")
     p.add_argument("--channels-last", choices=("on", "off", "both"), default="both")
     p.add_argument("--budget-s", type=float, default=120.0, help="stop starting compiled entries after this")
@@ -97,7 +99,9 @@ class Matrix:
         dtype = torch.bfloat16 if bf16 else None
         if compiled:
             torch._dynamo.reset()  # each entry compiles afresh, not into the previous entries' caches and limits
-        step_model = torch.compile(model, dynamic=False) if compiled else model  # as the trainer compiles
+        # as the trainer compiles (plus the mode, where one is asked for)
+        mode = None if self.args.compile_mode == "default" else self.args.compile_mode
+        step_model = torch.compile(model, dynamic=False, mode=mode) if compiled else model
         optimizer = torch.optim.SGD(model.parameters(), lr=self.cfg.lr, momentum=self.cfg.momentum,
                                     weight_decay=self.cfg.weight_decay)
         trainer = create_trainer(step_model, optimizer, nn.CrossEntropyLoss(), device,
@@ -161,6 +165,10 @@ def markdown(result: dict) -> str:
             "|---|---|---|---|---|---|---|---|---|"]
     for e in result["entries"]:
         yes = lambda v: "on" if v else "off"  # noqa: E731
+        if "error" in e:
+            rows.append(f"| {yes(e['bf16'])} | {yes(e['channels_last'])} | {yes(e['compile'])} | {e['batch_size']} | "
+                        f"failed: {e['error'].replace('|', '/')} | | | | NO |")
+            continue
         rows.append(f"| {yes(e['bf16'])} | {yes(e['channels_last'])} | {yes(e['compile'])} | {e['batch_size']} | "
                     f"{e['images_per_s']:.0f} | {e['step_ms']:.2f} | {e['compile_s']:.1f} | "
                     f"{e['logit_rel_error']:.1e} | {'yes' if e['correct'] else 'NO'} |")
@@ -168,7 +176,8 @@ def markdown(result: dict) -> str:
         rows.append(f"| {'on' if b16 else 'off'} | {'on' if cl else 'off'} | on | {batch} | not run (time budget) "
                     f"| | | | |")
     choice = result["choice"]
-    lines = [f"Device: {result['device']}; width {result['width']}; {result['steps']} timed steps after "
+    lines = [f"Device: {result['device']}; width {result['width']}; compile mode {result.get('compile_mode', 'default')}; "
+             f"{result['steps']} timed steps after "
              f"{result['warmup']} warm-up steps per entry; matrix wall time {result['wall_s']:.0f} s.", "", *rows, ""]
     if choice:
         lines.append(f"Chosen for the run (least compile + {result['epochs']} epochs of steps at batch "
@@ -180,24 +189,35 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def measure(matrix: Matrix, bf16: bool, channels_last: bool, compiled: bool, batch: int) -> dict:
+    """One entry; a setting that fails (a compiler error, say) is reported as failed, not fatal to the matrix."""
+    try:
+        entry = matrix.entry(bf16, channels_last, compiled, batch)
+    except Exception as exc:  # noqa: BLE001 - any failure of a setting is a result of the matrix
+        entry = {"bf16": bf16, "channels_last": channels_last, "compile": compiled, "batch_size": batch,
+                 "images_per_s": 0.0, "step_ms": 0.0, "compile_s": 0.0, "warmup_s": 0.0, "loss": float("nan"),
+                 "logit_rel_error": float("nan"), "correct": False,
+                 "error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:200]}
+    print(json.dumps(entry), flush=True)
+    return entry
+
+
 def run(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     matrix = Matrix(args)
     eager, compiled = plan(args)
     entries, not_run, longest_compile = [], [], 0.0
     for b16, cl, batch in eager:
-        entries.append(matrix.entry(b16, cl, False, batch))
-        print(json.dumps(entries[-1]), flush=True)
+        entries.append(measure(matrix, b16, cl, False, batch))
     for b16, cl, batch in compiled:
         left = args.budget_s - (time.perf_counter() - start)
         if left < max(longest_compile, 1.0):
             not_run.append((b16, cl, batch))
             continue
-        entries.append(matrix.entry(b16, cl, True, batch))
+        entries.append(measure(matrix, b16, cl, True, batch))
         longest_compile = max(longest_compile, entries[-1]["compile_s"])
-        print(json.dumps(entries[-1]), flush=True)
     result = {"device": torch.cuda.get_device_name(matrix.device) if matrix.device.type == "cuda" else "cpu",
-              "width": args.width, "steps": args.steps, "warmup": args.warmup, "epochs": args.epochs,
+              "width": args.width, "compile_mode": args.compile_mode, "steps": args.steps, "warmup": args.warmup, "epochs": args.epochs,
               "entries": entries, "not_run": not_run, "choice": choose(entries, args)}
     if result["choice"]:
         c = result["choice"]

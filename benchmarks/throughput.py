@@ -14,7 +14,7 @@ What it measures (everything reported is measured by this run; nothing is estima
    On CUDA both use `Precision.resolve("auto", True, device)`: the same autocast dtype, GradScaler and
    channels_last.
 2. Data-pipeline images/s: the default train transform (`build_train_transform(Config(), mean, std)` in an
-   `AugmentedDataset`) over synthetic uint8 images through a DataLoader with Config's num_workers and batch
+   `AugmentedDataset`) over synthetic uint8 images through a DataLoader with `--workers` (default: Config's, auto) and batch
    size (shuffled, collated; pinned on CUDA). The first epoch's first-batch latency (worker start-up) is
    reported on its own; the images/s are the median of later epochs with persistent workers (no start-up).
    The factor is data images/s over the trainer's images/s from part 1 (same width).
@@ -51,7 +51,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ignite_cifar.augment import AugmentedDataset, build_train_transform, eval_dataset
-from ignite_cifar.config import Config
+from ignite_cifar.config import Config, coerce, resolve_num_workers
 from ignite_cifar.data import channel_stats, synthetic_split
 from ignite_cifar.engines import Precision, create_trainer
 from ignite_cifar.gradcam import GradCAM
@@ -73,6 +73,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
     p.add_argument("--data-images", type=int, default=20 * cfg.batch_size, help="images per data-pipeline epoch")
+    p.add_argument("--workers", default=cfg.num_workers, help="DataLoader workers of the data pipeline (or auto)")
     p.add_argument("--data-epochs", type=int, default=3, help="timed data-pipeline epochs after the first")
     p.add_argument("--gradcam-repeats", type=int, default=5)
     p.add_argument("--seed", type=int, default=cfg.seed)
@@ -165,8 +166,9 @@ def bench_data(args: argparse.Namespace, device: torch.device) -> dict:
     split = synthetic_split(args.data_images, NUM_CLASSES, args.seed)
     mean, std = channel_stats(split.images)
     dataset = AugmentedDataset(split.images, split.labels, build_train_transform(cfg, mean, std), cfg.seed)
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
-                        pin_memory=device.type == "cuda", persistent_workers=cfg.num_workers > 0)
+    workers = resolve_num_workers(coerce("num_workers", args.workers), 1)
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, num_workers=workers,
+                        pin_memory=device.type == "cuda", persistent_workers=workers > 0)
     start = time.perf_counter()
     batches = iter(loader)
     next(batches)
@@ -181,7 +183,7 @@ def bench_data(args: argparse.Namespace, device: torch.device) -> dict:
         rates.append(n / (time.perf_counter() - start))
     del batches, loader  # shuts the persistent workers down
     return {"first_batch_s": first_batch, "first_epoch_ips": len(dataset) / first_epoch,
-            "ips": statistics.median(rates), "all": rates, "workers": cfg.num_workers,
+            "ips": statistics.median(rates), "all": rates, "workers": workers,
             "batch_size": cfg.batch_size, "images": len(dataset)}
 
 
