@@ -88,6 +88,9 @@ class Config:
     gradcam_method: str = _f("gradcam", "CAM method", GRADCAM_METHODS)
     gradcam_layer: str = _f("layer4", "module whose activations GradCAM explains")
     explain_checkpoint: str = _f("final", "model explained when training completes: final or best", EXPLAIN_CHECKPOINTS)
+    # watching GradCAM form during training (TensorBoard image probe/gradcam)
+    probe_every: int = _f(5, "explain the probe images every N epochs and at the last (0 = off)")
+    probe_size: int = _f(8, "probe images: a class-stratified subset of the test split, fixed by the seed")
 
     def validate(self) -> "Config":
         """Raise ConfigError naming the first field whose value is not allowed."""
@@ -96,7 +99,8 @@ class Config:
             value = getattr(self, f.name)
             if choices and value not in choices:
                 raise ConfigError(f"{f.name}: {value!r} is not allowed; choose one of {', '.join(choices)}")
-        positive = {"epochs": 1, "batch_size": 1, "n_misclassified": 1, "log_every": 1, "nproc_per_node": 1}
+        positive = {"epochs": 1, "batch_size": 1, "n_misclassified": 1, "log_every": 1, "nproc_per_node": 1,
+                    "probe_size": 1}
         for name, low in positive.items():
             if getattr(self, name) < low:
                 raise ConfigError(f"{name}: must be >= {low}, got {getattr(self, name)}")
@@ -105,7 +109,7 @@ class Config:
                 raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")
         if self.num_workers != AUTO and self.num_workers < 0:
             raise ConfigError(f"num_workers: must be >= 0 or auto, got {self.num_workers}")
-        for name in ("train_subset", "test_subset", "crop_padding", "cutout_size",
+        for name in ("train_subset", "test_subset", "crop_padding", "probe_every", "cutout_size",
                      "plateau_patience", "min_lr", "momentum", "weight_decay", "rotate_limit"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")

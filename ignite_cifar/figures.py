@@ -55,7 +55,8 @@ def misclassified_grid(images: np.ndarray, mistakes: Sequence[dict[str, Any]], c
 
 
 def gradcam_grid(images: np.ndarray, cam_pred: np.ndarray, cam_true: np.ndarray,
-                 mistakes: Sequence[dict[str, Any]], method: str = "gradcam", per_row: int = 4) -> Figure:
+                 mistakes: Sequence[dict[str, Any]], method: str = "gradcam", per_row: int = 4,
+                 title: str | None = None) -> Figure:
     """For each image, in the same order as the misclassified grid: image | CAM of pred | CAM of true."""
     fig, axes = _grid(3 * len(mistakes), 3 * per_row, panel=1.5)
     for k, m in enumerate(mistakes):
@@ -66,7 +67,7 @@ def gradcam_grid(images: np.ndarray, cam_pred: np.ndarray, cam_true: np.ndarray,
         a_pred.set_title(f"pred: {m['pred_name']}", fontsize=7, color="darkred")
         a_true.imshow(overlay(images[k], cam_true[k]), interpolation="bilinear")
         a_true.set_title(f"true: {m['true_name']}", fontsize=7, color="darkgreen")
-    fig.suptitle(f"{method}: where the network looked, for the predicted class and for the true class "
+    fig.suptitle(title or f"{method}: where the network looked, for the predicted class and for the true class "
                  "(jet: red = high)", fontsize=10)
     fig.tight_layout()
     return fig

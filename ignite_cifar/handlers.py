@@ -146,12 +146,16 @@ def attach_checkpoints(trainer: Engine, val_evaluator: Engine, to_save: dict[str
 
 def attach_tensorboard(log_dir: Path, trainer: Engine, val_evaluator: Engine, optimizer: torch.optim.Optimizer,
                        log_every: int, config_text: str) -> TensorboardLogger:
-    """Tags: train/batch_loss and lr/group_0 per iteration; train/{loss,accuracy}, val/{loss,accuracy} per epoch."""
+    """Tags: train/batch_loss and lr/group_0 every `log_every` iterations (step = iteration); train/{loss,accuracy},
+    val/{loss,accuracy} and epoch/lr/group_0 per epoch (step = epoch)."""
     tb = TensorboardLogger(log_dir=str(log_dir))
     every = Events.ITERATION_COMPLETED(every=log_every)
     tb.attach_output_handler(trainer, event_name=every, tag="train",
                              output_transform=lambda out: {"batch_loss": out["loss"]})
     tb.attach_opt_params_handler(trainer, event_name=every, optimizer=optimizer, param_name="lr")
+    # the lr each epoch trained with, at the epoch's step, to sit beside the per-epoch curves: epoch/lr/group_0
+    tb.attach_opt_params_handler(trainer, event_name=Events.EPOCH_STARTED, optimizer=optimizer, param_name="lr",
+                                 tag="epoch")
     tb.attach_output_handler(trainer, event_name=Events.EPOCH_COMPLETED, tag="train",
                              metric_names=["loss", "accuracy"], global_step_transform=global_step_from_engine(trainer))
     tb.attach_output_handler(val_evaluator, event_name=Events.COMPLETED, tag="val",
@@ -186,10 +190,13 @@ class History:
 
 
 def attach_epoch_log(trainer: Engine, val_evaluator: Engine, val_loader, optimizer: torch.optim.Optimizer,
-                     history: History | None, train_size: int,
+                     history: History | None, train_size: int, batch_size: int,
                      on_record: Callable[[dict[str, Any]], None] | None = None) -> None:
-    """After each epoch: evaluate val, then record/print the epoch. On ranks other than 0 `history` is None."""
-    lr_in_epoch: dict[str, float] = {}
+    """After each epoch: evaluate val, then record/print the epoch. On ranks other than 0 `history` is None.
+
+    Images/s count the images this process trained in the epoch: after a mid-epoch resume, the first epoch's
+    skipped (full) batches are not counted."""
+    epoch_start: dict[str, float] = {}  # the lr and the iteration each epoch started with
     started = {"at": time.perf_counter()}
 
     @trainer.on(Events.STARTED)
@@ -198,7 +205,8 @@ def attach_epoch_log(trainer: Engine, val_evaluator: Engine, val_loader, optimiz
 
     @trainer.on(Events.EPOCH_STARTED)
     def remember_lr(engine: Engine) -> None:
-        lr_in_epoch["lr"] = current_lr(optimizer)
+        epoch_start["lr"] = current_lr(optimizer)
+        epoch_start["iteration"] = engine.state.iteration
 
     @trainer.on(Events.EPOCH_COMPLETED)
     def evaluate_and_record(engine: Engine) -> None:
@@ -208,14 +216,16 @@ def attach_epoch_log(trainer: Engine, val_evaluator: Engine, val_loader, optimiz
             return
         seconds = engine.state.times[Events.EPOCH_COMPLETED.name]
         m, v = engine.state.metrics, val_evaluator.state.metrics
+        skipped_batches = (engine.state.epoch_length or 0) - (engine.state.iteration - epoch_start["iteration"])
+        images = train_size - max(0, skipped_batches) * batch_size
         record = {
             "epoch": engine.state.epoch,
             "iteration": engine.state.iteration,
             "train_loss": float(m["loss"]), "train_accuracy": float(m["accuracy"]),
             "val_loss": float(v["loss"]), "val_accuracy": float(v["accuracy"]),
-            "lr": lr_in_epoch["lr"], "next_lr": current_lr(optimizer),
+            "lr": epoch_start["lr"], "next_lr": current_lr(optimizer),
             "epoch_seconds": round(float(seconds), 3),
-            "train_images_per_s": round(train_size / seconds, 1) if seconds > 0 else None,
+            "train_images_per_s": round(images / seconds, 1) if seconds > 0 else None,
             "val_seconds": round(time.perf_counter() - val_started, 3),
             "wall_seconds": round(time.perf_counter() - started["at"], 3),  # since this process began training
         }

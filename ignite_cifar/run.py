@@ -45,6 +45,8 @@ from .handlers import (History, RNGState, attach_checkpoints, attach_epoch_log, 
                        NonFiniteLossGuard, attach_plateau_scheduler, attach_tensorboard, current_lr,
                        StopRequests)
 from .models import build_model
+from .probe import GradCAMProbe
+from .tensorboard_views import HParamsLog, add_layout
 
 log = logging.getLogger("ignite_cifar")
 
@@ -414,6 +416,7 @@ def _training(prepared: Prepared, result: dict[str, Any], stops: StopRequests) -
 
     history = None
     tb = None
+    hparams_log = None
     if rank == 0:
         config_text = dump_yaml({**config.to_dict(), DERIVED: {**prepared.derived, "world_size": world,
                                                                 "device": str(device),
@@ -422,19 +425,25 @@ def _training(prepared: Prepared, result: dict[str, Any], stops: StopRequests) -
         files.write_text(run_dir / CONFIG_FILE, config_text)
         history = History.resume(run_dir / HISTORY_FILE, start_epoch)
         tb = attach_tensorboard(run_dir / "tb", trainer, val_evaluator, optimizer, config.log_every, config_text)
+        hparams_log = HParamsLog(tb.writer, config)
+        add_layout(tb.writer)
         if sys.stderr.isatty():  # a bar redrawn 400 times an epoch is noise in a log file
             ProgressBar(persist=False).attach(trainer, output_transform=lambda out: {"loss": out["loss"]})
         log.info("run folder: %s | %s x%d on %s (%s) | %d train / %d val images | %s", run_dir, config.model,
                  world, device, precision.describe(), len(data.train), len(val_split),
                  f"resuming after epoch {start_epoch}" if prepared.checkpoint else "from scratch")
 
-    def draw_curves(_record) -> None:
+    def after_record(_record) -> None:
         fig = figures.curves(history.records)
         files.save_figure(fig, run_dir / "curves.png", dpi=110)
         figures.close(fig)
+        hparams_log.record_epochs(history.records)
 
-    attach_epoch_log(trainer, val_evaluator, val_loader, optimizer, history, len(data.train),
-                     on_record=draw_curves if rank == 0 else None)
+    attach_epoch_log(trainer, val_evaluator, val_loader, optimizer, history, len(data.train), config.batch_size,
+                     on_record=after_record if rank == 0 else None)
+    if rank == 0 and config.probe_every > 0:  # after val: the figure shows the weights the epoch's metrics saw
+        GradCAMProbe(base_model, data.test, data.classes, mean, std, device, config.probe_size, config.seed,
+                     config.gradcam_layer, config.gradcam_method).attach(trainer, tb.writer, config.probe_every)
     trainer.add_event_handler(Events.EPOCH_COMPLETED, last_ckpt)  # after val: scheduler state is complete
 
     if rank == 0:
@@ -455,6 +464,7 @@ def _training(prepared: Prepared, result: dict[str, Any], stops: StopRequests) -
                 tb_writer=tb.writer if tb else None, step=engine.state.epoch, source=source)
             history.extra["final_test"] = {k: summary[k] for k in ("test_loss", "test_accuracy", "per_class_accuracy")}
             history.write()
+            hparams_log.record_completion(summary["test_accuracy"], summary["test_loss"], engine.state.epoch)
             log.info("test accuracy (%s model): %.2f%% on %d images; %d mistakes explained in %s",
                      source, 100 * summary["test_accuracy"], summary["test_images"], len(summary["mistakes"]),
                      run_dir / "gradcam.png")

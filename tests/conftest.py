@@ -45,3 +45,17 @@ def cifar_folder(tmp_path_factory):
     with tarfile.open(ARCHIVE) as tar:
         tar.extractall(dest, filter="data")
     return dest / "cifar10-jpeg"
+
+
+@pytest.fixture(scope="session")
+def real_smoke_run(cifar_folder, tmp_path_factory):
+    """The shipped smoke config on the real images, with the GradCAM probe after every epoch: (run folder,
+    train()'s result, config)."""
+    from ignite_cifar.config import read_yaml
+    from ignite_cifar.run import train
+
+    tmp = tmp_path_factory.mktemp("real")
+    config = make_config({**read_yaml("smoke"), "dataset": "folder", "data_dir": str(cifar_folder),
+                          "output_dir": str(tmp), "run_name": "real", "probe_every": 1})
+    result = train(config)
+    return Path(result["run_dir"]), result, config

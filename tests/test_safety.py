@@ -319,6 +319,9 @@ def test_a_signal_mid_step_stops_after_that_step(smoke_run, tmp_path, monkeypatc
     # (train metrics of the interrupted epoch cover only the batches after the resume)
     val = lambda rows: [(r["val_loss"], r["val_accuracy"], r["lr"], r["iteration"]) for r in rows]  # noqa: E731
     assert val(_history(run_dir)) == val(_history(smoke_run[0]))
+    # images/s of the resumed epoch count its last 3 batches of 50, not all 300 images
+    images = [r["train_images_per_s"] * r["epoch_seconds"] for r in _history(run_dir)]
+    assert images == pytest.approx([150, 300], rel=0.05)
 
 
 def test_a_second_signal_stops_at_once_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):

@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import gc
 import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +15,6 @@ from ignite.engine import Events
 from ignite_cifar import cli, figures, files
 from ignite_cifar import run as run_module
 from ignite_cifar.augment import normalize_array
-from ignite_cifar.config import make_config
 from ignite_cifar.data import load_data
 from ignite_cifar.errors import TrainingStopped
 from ignite_cifar.models import ResNet
@@ -178,45 +172,6 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypat
     assert not (run_dir / "misclassified.json").exists()  # the completion handler did not run
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_tensorboard_server_serves_the_documented_tags(smoke_run):
-    run_dir, _ = smoke_run
-    port = _free_port()
-    exe = Path(sys.executable).with_name("tensorboard")
-    server = subprocess.Popen([str(exe), "--logdir", str(run_dir / "tb"), "--host", "127.0.0.1", "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        tags, deadline = {}, time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/plugin/scalars/tags", timeout=5) as r:
-                    tags = json.loads(r.read())
-                if tags.get(".", {}):
-                    break
-            except OSError:
-                pass
-            if server.poll() is not None:
-                pytest.fail("tensorboard exited early")
-            time.sleep(1)
-        scalar_tags = set(tags.get(".", {}))
-        assert {"train/batch_loss", "lr/group_0", "train/loss", "train/accuracy", "val/loss",
-                "val/accuracy"} <= scalar_tags
-        url = f"http://127.0.0.1:{port}/data/plugin/scalars/scalars?tag=val/accuracy&run=."
-        with urllib.request.urlopen(url, timeout=10) as r:
-            points = json.loads(r.read())
-        history = json.loads((run_dir / "history.json").read_text())["epochs"]
-        assert [p[1] for p in points] == [1, 2]  # (wall time, step = epoch, value)
-        assert [p[2] for p in points] == pytest.approx([h["val_accuracy"] for h in history])
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
 def test_training_frees_its_model_before_the_process_group_goes(tmp_path):
     """Engines and model form reference cycles; left to interpreter shutdown, a DDP model's pending gloo
     work was freed there and aborted a worker once (SIGABRT). training() must free them itself."""
@@ -246,12 +201,9 @@ def test_two_gloo_processes_agree_and_write_once(tmp_path):
     assert history["epochs"][-1]["iteration"] == 12
 
 
-def test_real_images_smoke_run(cifar_folder, tmp_path):
+def test_real_images_smoke_run(real_smoke_run):
     """The shipped smoke config on the real CIFAR-10 JPEG export (a stratified subset)."""
-    config = make_config({**_yaml("smoke"), "dataset": "folder", "data_dir": str(cifar_folder),
-                          "output_dir": str(tmp_path), "run_name": "real"})
-    result = train(config)
-    run_dir = Path(result["run_dir"])
+    run_dir, result, config = real_smoke_run
     for name in ("config.yaml", "history.json", "curves.png", "misclassified.png", "gradcam.png",
                  "misclassified.json", "confusion.png", "evaluation.json"):
         assert (run_dir / name).is_file(), name

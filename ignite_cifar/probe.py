@@ -1,0 +1,69 @@
+"""The GradCAM probe: a fixed handful of test images explained every few epochs while the network trains.
+
+Logged to TensorBoard as one image per explained epoch (tag `probe/gradcam`), so the step slider shows where the
+network looks at epoch 5, 10, ... The probe images are a class-stratified subset of the test split chosen by the
+seed alone: every run on the same data with the same seed gets the same ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+from torch import nn
+
+from . import figures
+from .augment import denormalize, eval_dataset
+from .data import Split, stratified_indices
+from .gradcam import GradCAM
+
+TAG = "probe/gradcam"
+
+
+class GradCAMProbe:
+    """GradCAM of `model` for each probe image's true and predicted class, drawn as one figure."""
+
+    def __init__(self, model: nn.Module, test: Split, classes: list[str], mean, std, device: torch.device,
+                 size: int, seed: int, layer: str = "layer4", method: str = "gradcam"):
+        self.model, self.classes, self.mean, self.std, self.device = model, classes, mean, std, device
+        self.layer, self.method = layer, method
+        self.index = stratified_indices(test.labels, min(size, len(test)), seed)
+        self.images = eval_dataset(test.images[self.index], test.labels[self.index], mean, std).tensors[0]
+        self.labels = test.labels[self.index]
+
+    def explain(self) -> dict[str, Any]:
+        """Maps for the predicted and the true class, the predictions and both classes' probabilities."""
+        x = self.images.to(self.device)
+        true = torch.as_tensor(self.labels, device=self.device)
+        with GradCAM(self.model, target_layer=self.layer, method=self.method) as cam:
+            cam_pred = cam(x)  # None: each image's predicted class
+            probs = torch.softmax(cam.last_logits.float(), dim=1)
+            pred = cam.last_predictions
+            cam_true = cam(x, class_idx=true)
+        return {"cam_pred": cam_pred.cpu().numpy(), "cam_true": cam_true.cpu().numpy(),
+                "pred": pred.cpu().tolist(), "p_pred": probs.gather(1, pred[:, None])[:, 0].cpu().tolist(),
+                "p_true": probs.gather(1, true[:, None])[:, 0].cpu().tolist()}
+
+    def figure(self, epoch: int):
+        out = self.explain()
+        entries = [{"index": int(i), "pred_name": f"{self.classes[p]} {pp:.2f}",
+                    "true_name": f"{self.classes[t]} {pt:.2f}"}
+                   for i, p, t, pp, pt in zip(self.index, out["pred"], self.labels, out["p_pred"], out["p_true"])]
+        shown = denormalize(self.images, self.mean, self.std)
+        title = (f"epoch {epoch}: {self.method} of the probe images, for the predicted and the true class "
+                 "(with each class's probability; jet: red = high)")
+        return figures.gradcam_grid(shown, out["cam_pred"], out["cam_true"], entries, method=self.method,
+                                    title=title)
+
+    def attach(self, trainer: Engine, writer, every: int) -> None:
+        """Explain after the epochs divisible by `every` and after the last one (after that epoch's evaluation,
+        so the figure belongs to the same weights as the epoch's val metrics)."""
+
+        def due(engine: Engine, epoch: int) -> bool:
+            return epoch % every == 0 or epoch == engine.state.max_epochs
+
+        @trainer.on(Events.EPOCH_COMPLETED(event_filter=due))
+        def log_probe(engine: Engine) -> None:
+            fig = self.figure(engine.state.epoch)
+            writer.add_figure(TAG, fig, global_step=engine.state.epoch, close=True)
