@@ -275,3 +275,47 @@ def test_shipped_smoke_config_runs_as_shipped(tmp_path):
     assert cli.main(["train", "--config", "smoke", "--output-dir", str(tmp_path), "--epochs", "1"]) == 0
     (run_dir,) = list(tmp_path.iterdir())
     assert (run_dir / "gradcam.png").is_file()
+
+
+# ---------------------------------------------------------------- recipe options: optimizer, label smoothing, zero-init
+def _last_state(run_dir) -> dict:
+    return files.load_checkpoint(files.find_checkpoint(Path(run_dir)))
+
+
+def test_adam_is_adam_in_the_checkpoint_and_resumes_as_adam(tmp_path):
+    first = train(tiny_config(tmp_path, run_name="adam", epochs=1, optimizer="adam", lr=1e-3, weight_decay=1e-4))
+    state = _last_state(first["run_dir"])["optimizer"]
+    group = state["param_groups"][0]
+    assert group["betas"] == (0.9, 0.999) and group["lr"] == 1e-3 and group["weight_decay"] == 1e-4
+    assert "momentum" not in group
+    assert all({"exp_avg", "exp_avg_sq", "step"} <= set(s) for s in state["state"].values())
+    assert cli.main(["train", "--resume", first["run_dir"], "--epochs", "2"]) == 0
+    resumed = _last_state(first["run_dir"])["optimizer"]
+    assert "momentum" not in resumed["param_groups"][0] and "exp_avg" in resumed["state"][0]
+    # Adam's step counter continued from the checkpoint: two epochs of 6 iterations each
+    assert float(resumed["state"][0]["step"]) == 2 * float(state["state"][0]["step"]) == 12
+
+
+def test_sgd_stays_sgd_by_default(smoke_run):
+    group = _last_state(smoke_run[0])["optimizer"]["param_groups"][0]
+    assert group["momentum"] == 0.9 and "betas" not in group
+
+
+def test_label_smoothing_changes_the_training_loss_but_not_the_val_loss(tmp_path):
+    # lr so small that both runs keep (almost exactly) the same weights: only the loss function differs
+    runs = {ls: train(tiny_config(tmp_path, run_name=f"ls{ls}", epochs=1, lr=1e-9, label_smoothing=ls))
+            for ls in (0.0, 0.5)}
+    plain, smoothed = (_metrics(runs[ls]["run_dir"])[0] for ls in (0.0, 0.5))
+    assert smoothed["val_loss"] == pytest.approx(plain["val_loss"], rel=1e-6)
+    assert smoothed["val_accuracy"] == plain["val_accuracy"]
+    assert abs(smoothed["train_loss"] - plain["train_loss"]) > 1e-3
+    # the final test loss is the plain cross-entropy too
+    finals = [json.loads((Path(runs[ls]["run_dir"]) / "history.json").read_text())["final_test"]["test_loss"]
+              for ls in (0.0, 0.5)]
+    assert finals[1] == pytest.approx(finals[0], rel=1e-6)
+
+
+def test_zero_init_residual_reaches_the_trained_model(tmp_path):
+    result = train(tiny_config(tmp_path, run_name="zero", epochs=1, lr=1e-9, zero_init_residual=True))
+    weights = {k: v for k, v in _last_state(result["run_dir"])["model"].items() if k.endswith("norm2.weight")}
+    assert len(weights) == 8 and all(v.abs().max() < 1e-6 for v in weights.values())
