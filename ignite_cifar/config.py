@@ -70,6 +70,8 @@ class Config:
     momentum: float = _f(0.9, "SGD momentum")
     weight_decay: float = _f(5e-4, "weight decay (L2)")
     label_smoothing: float = _f(0.0, "label smoothing of the training loss only (val loss stays plain cross-entropy)")
+    warmup_epochs: int = _f(0, "linear warmup of the lr per iteration from lr/10 to lr over this many epochs; "
+                               "the plateau scheduler starts after it (0 = none)")
     plateau_factor: float = _f(0.1, "ReduceLROnPlateau: multiply the lr by this when val loss stalls")
     plateau_patience: int = _f(2, "ReduceLROnPlateau: epochs without improvement before reducing")
     min_lr: float = _f(1e-5, "ReduceLROnPlateau: lower bound of the lr")
@@ -111,7 +113,7 @@ class Config:
         if self.num_workers != AUTO and self.num_workers < 0:
             raise ConfigError(f"num_workers: must be >= 0 or auto, got {self.num_workers}")
         for name in ("train_subset", "test_subset", "crop_padding", "cutout_size",
-                     "plateau_patience", "min_lr", "momentum", "weight_decay", "rotate_limit"):
+                     "plateau_patience", "warmup_epochs", "min_lr", "momentum", "weight_decay", "rotate_limit"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.val_split < 1.0:

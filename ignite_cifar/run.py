@@ -42,8 +42,8 @@ from .errors import CheckpointError, ConfigError, TrainingStopped, UserError
 from .explain import write_explanations
 from .gradcam import UnknownLayerError, resolve_layer
 from .handlers import (History, RNGState, attach_checkpoints, attach_epoch_log, attach_epoch_seeding,
-                       NonFiniteLossGuard, attach_plateau_scheduler, attach_tensorboard, current_lr,
-                       StopRequests)
+                       NonFiniteLossGuard, attach_plateau_scheduler, attach_tensorboard, attach_warmup,
+                       current_lr, StopRequests)
 from .recipe import build_optimizer, configured_model, optimizer_settings, training_criterion
 
 log = logging.getLogger("ignite_cifar")
@@ -391,6 +391,9 @@ def _training(prepared: Prepared, result: dict[str, Any], stops: StopRequests) -
                                        config.min_lr)
     to_save: dict[str, Any] = {"model": base_model, "optimizer": optimizer, "scheduler": plateau,
                                "trainer": trainer, "rng": RNGState()}
+    if config.warmup_epochs:
+        to_save["warmup"] = attach_warmup(trainer, optimizer, config.lr, config.warmup_epochs, len(train_loader),
+                                          plateau)
     if precision.scaler is not None:
         to_save["scaler"] = precision.scaler
     last_ckpt, best_ckpt = attach_checkpoints(trainer, val_evaluator, to_save, run_dir, base_model)

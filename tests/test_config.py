@@ -19,7 +19,7 @@ def test_defaults_are_the_mission_recipe():
     assert (c.crop_padding, c.rotate_limit, c.cutout_size) == (4, 5.0, 16)
     assert c.p_crop == 1.0 and 0 < c.p_rotate <= 1 and 0 < c.p_cutout <= 1
     assert (c.p_hflip, c.p_shift_scale_rotate, c.p_to_gray) == (0.0, 0.0, 0.0)
-    assert (c.optimizer, c.label_smoothing, c.zero_init_residual) == ("sgd", 0.0, False)  # study options: off
+    assert (c.optimizer, c.label_smoothing, c.zero_init_residual, c.warmup_epochs) == ("sgd", 0.0, False, 0)
     assert c.validate() is c
 
 
@@ -101,6 +101,8 @@ def test_yaml_booleans_for_on_off_choices(tmp_path):
     ({"label_smoothing": 1.0}, "label_smoothing"),
     ({"label_smoothing": -0.1}, "label_smoothing"),
     ({"zero_init_residual": "sometimes"}, "zero_init_residual"),
+    ({"warmup_epochs": -1}, "warmup_epochs"),
+    ({"warmup_epochs": 0.5}, "warmup_epochs"),
 ])
 def test_bad_values_name_the_field(layer, field):
     with pytest.raises(ConfigError) as info:

@@ -319,3 +319,33 @@ def test_zero_init_residual_reaches_the_trained_model(tmp_path):
     result = train(tiny_config(tmp_path, run_name="zero", epochs=1, lr=1e-9, zero_init_residual=True))
     weights = {k: v for k, v in _last_state(result["run_dir"])["model"].items() if k.endswith("norm2.weight")}
     assert len(weights) == 8 and all(v.abs().max() < 1e-6 for v in weights.values())
+
+
+# ---------------------------------------------------------------- lr warmup
+def test_warmup_is_linear_per_iteration_and_holds_the_plateau_scheduler_until_it_is_over():
+    from ignite.engine import Engine
+
+    from ignite_cifar.handlers import PlateauScheduler, attach_warmup
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.4)
+    trainer = Engine(lambda engine, batch: None)
+    plateau = PlateauScheduler(optimizer, factor=0.5, patience=0, min_lr=0.0)
+    never_improves = type("Evaluator", (), {"state": type("State", (), {"metrics": {"loss": 1.0}})()})()
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: plateau(never_improves))
+    attach_warmup(trainer, optimizer, lr=0.4, epochs=2, epoch_length=4, plateau=plateau)
+    seen = []
+    trainer.add_event_handler(Events.ITERATION_STARTED, lambda _: seen.append(optimizer.param_groups[0]["lr"]))
+    trainer.run(range(4), max_epochs=5)
+    # 8 warmup iterations from 0.04 towards 0.4, then 0.4; the plateau's first step is after epoch 3 (it sets
+    # the best loss), its first cut after epoch 4: only epoch 5 runs at 0.2
+    assert seen == pytest.approx([0.04 + 0.36 * i / 8 for i in range(8)] + [0.4] * 8 + [0.2] * 4, rel=1e-9)
+
+
+def test_warmup_survives_resume(tmp_path):
+    straight = train(tiny_config(tmp_path, run_name="warm", epochs=3, warmup_epochs=2))
+    records = _metrics(straight["run_dir"])
+    assert [r["lr"] for r in records] == pytest.approx([0.002, 0.002 + 0.018 * 6 / 12, 0.02], rel=1e-9)
+    half = train(tiny_config(tmp_path, run_name="warm-halves", epochs=1, warmup_epochs=2))
+    assert _last_state(half["run_dir"])["warmup"]["event_index"] == 6  # one epoch of 6 iterations
+    assert cli.main(["train", "--resume", half["run_dir"], "--epochs", "3"]) == 0
+    assert _metrics(half["run_dir"]) == records
