@@ -79,8 +79,9 @@ class Config:
     seed: int = _f(42, "seed for weights, data order, subsets and augmentation")
     device: str = _f("auto", "auto (cuda when present), cpu or cuda", DEVICES)
     amp: str = _f("auto", "mixed precision on CUDA: auto (on with CUDA), on, off", ("auto", "on", "off"))
-    channels_last: bool = _f(False, "channels_last memory format on CUDA (slower with LayerNorm on an H200: "
-                                    "benchmarks/gpu/matrix.md)")
+    channels_last: bool = _f(False, "channels_last memory format (slower with LayerNorm on an H200: "
+                                    "benchmarks/gpu/matrix.md; faster at width 0.25 on a 2-core CPU: "
+                                    "benchmarks/RECIPE.md)")
     compile: bool = _f(False, "torch.compile the model")
     nproc_per_node: int = _f(1, "processes to spawn for data-parallel training")
     backend: str = _f("auto", "distributed backend: auto (nccl on GPUs, gloo on CPU), gloo, nccl", BACKENDS)

@@ -349,3 +349,13 @@ def test_warmup_survives_resume(tmp_path):
     assert _last_state(half["run_dir"])["warmup"]["event_index"] == 6  # one epoch of 6 iterations
     assert cli.main(["train", "--resume", half["run_dir"], "--epochs", "3"]) == 0
     assert _metrics(half["run_dir"]) == records
+
+
+def test_channels_last_applies_on_cpu_and_the_saved_model_evaluates_alike(tmp_path):
+    result = train(tiny_config(tmp_path, run_name="nhwc", epochs=1, channels_last=True, device="cpu"))
+    run_dir = Path(result["run_dir"])
+    derived = yaml.safe_load((run_dir / "config.yaml").read_text())["derived"]
+    assert derived["precision"] == "fp32, channels_last"
+    # the checkpoint loads into a fresh (contiguous) model and gives the accuracy the last epoch recorded
+    evaluated = run_module.evaluate_saved_run(str(run_dir), None, device="cpu")
+    assert evaluated["test_accuracy"] == pytest.approx(_metrics(run_dir)[-1]["val_accuracy"], abs=1e-9)
