@@ -68,7 +68,12 @@ The first compile took 54 s (29.5 s with channels_last); the idle figures above 
 One earlier window of unmeasured load gave the opposite order (contiguous 811 and 963, channels_last 341 and
 403, separate processes), so treat the ratios as rough. The study runs eager with `--channels-last` (1.37x the
 contiguous step in the idle median; compiling on top gained another 10% for a compile per run and per resume).
-Before this study `--channels-last` was a no-op on CPU; it now applies there too (default still off)."""
+Before this study `--channels-last` was a no-op on CPU; it now applies there too (default still off).
+Through the whole CLI on the idle machine (JPEG folder, 1 DataLoader worker, 1 epoch of 5,000 training images,
+alternated): 770 and 708 training images/s contiguous, 878 and 919 with `--channels-last`:
+
+    python -m ignite_cifar train --config default --dataset folder --data-dir DIR --width 0.25 --epochs 1 \\
+        --train-subset 5000 --test-subset 500 --n-misclassified 2 [--channels-last]"""
 
 
 class StudyError(Exception):
