@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 RUNS   ?= runs
 
-.PHONY: train test bench tensorboard smoke gpu-kit gpu-dry-run clean
+.PHONY: train test bench study tensorboard smoke gpu-kit gpu-dry-run clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py $(ARGS)
+
+DATA  ?=
+STUDY ?= runs/study
+study: $(STAMP)          ## the recipe study (hours; resumes): make study DATA=/path/to/cifar10-jpeg [ARGS="--only adam"]
+	$(BIN)/python benchmarks/recipe_study.py --data-dir "$(DATA)" --study-dir $(STUDY) $(ARGS)
 
 tensorboard: $(STAMP)    ## serve the runs folder on 127.0.0.1:6006
 	$(BIN)/tensorboard --logdir $(RUNS) --host 127.0.0.1 --port 6006

@@ -93,7 +93,7 @@ class Bench:
         self.cfg, self.device = Config(), device
         torch.manual_seed(args.seed)
         self.template = build_model(self.cfg.model, NUM_CLASSES, self.cfg.norm, args.width)
-        self.channels_last = Precision.resolve("auto", True, device).channels_last
+        self.channels_last = Precision.resolve("auto", device.type == "cuda", device).channels_last
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         self.template = self.template.to(device, memory_format=fmt)
         g = torch.Generator().manual_seed(args.seed)
@@ -107,7 +107,8 @@ class Bench:
         optimizer = torch.optim.SGD(model.parameters(), lr=self.cfg.lr, momentum=self.cfg.momentum,
                                     weight_decay=self.cfg.weight_decay)
         # A new Precision per run: a GradScaler (fp16 GPUs) is stateful.
-        return model, optimizer, nn.CrossEntropyLoss().to(self.device), Precision.resolve("auto", True, self.device)
+        precision = Precision.resolve("auto", self.channels_last, self.device)
+        return model, optimizer, nn.CrossEntropyLoss().to(self.device), precision
 
     def run_trainer(self, batches):
         model, optimizer, criterion, precision = self.fresh()

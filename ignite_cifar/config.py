@@ -22,6 +22,7 @@ GRADCAM_METHODS = ("gradcam", "gradcam++")
 EXPLAIN_CHECKPOINTS = ("final", "best")
 DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("auto", "gloo", "nccl")
+OPTIMIZERS = ("sgd", "adam")
 SHIPPED_CONFIGS = ("default", "smoke")
 AUTO = "auto"
 MAX_AUTO_WORKERS = 12  # enough to feed a GPU at well over 10,000 images/s (about 5,000 each on a slow core)
@@ -59,12 +60,18 @@ class Config:
     model: str = _f("resnet18", "network architecture", MODELS)
     norm: str = _f("layer", "normalization: layer = GroupNorm(1, C) over (C, H, W)", NORMS)
     width: float = _f(1.0, "channel multiplier; 1.0 = 64 base channels")
+    zero_init_residual: bool = _f(False, "start each residual block's last norm weight at 0 (every block starts as "
+                                         "the identity)")
     # optimization
     epochs: int = _f(40, "training epochs")
     batch_size: int = _f(128, "global batch size (split across processes)")
-    lr: float = _f(0.01, "initial SGD learning rate")
+    optimizer: str = _f("sgd", "sgd (with --momentum) or adam (torch Adam; --weight-decay is its L2 term)", OPTIMIZERS)
+    lr: float = _f(0.01, "initial learning rate")
     momentum: float = _f(0.9, "SGD momentum")
-    weight_decay: float = _f(5e-4, "SGD weight decay")
+    weight_decay: float = _f(5e-4, "weight decay (L2)")
+    label_smoothing: float = _f(0.0, "label smoothing of the training loss only (val loss stays plain cross-entropy)")
+    warmup_epochs: int = _f(0, "linear warmup of the lr per iteration from lr/10 to lr over this many epochs; "
+                               "the plateau scheduler starts after it (0 = none)")
     plateau_factor: float = _f(0.1, "ReduceLROnPlateau: multiply the lr by this when val loss stalls")
     plateau_patience: int = _f(2, "ReduceLROnPlateau: epochs without improvement before reducing")
     min_lr: float = _f(1e-5, "ReduceLROnPlateau: lower bound of the lr")
@@ -72,8 +79,9 @@ class Config:
     seed: int = _f(42, "seed for weights, data order, subsets and augmentation")
     device: str = _f("auto", "auto (cuda when present), cpu or cuda", DEVICES)
     amp: str = _f("auto", "mixed precision on CUDA: auto (on with CUDA), on, off", ("auto", "on", "off"))
-    channels_last: bool = _f(False, "channels_last memory format on CUDA (slower with LayerNorm on an H200: "
-                                    "benchmarks/gpu/matrix.md)")
+    channels_last: bool = _f(False, "channels_last memory format (slower with LayerNorm on an H200: "
+                                    "benchmarks/gpu/matrix.md; faster at width 0.25 on a 2-core CPU: "
+                                    "benchmarks/RECIPE.md)")
     compile: bool = _f(False, "torch.compile the model")
     nproc_per_node: int = _f(1, "processes to spawn for data-parallel training")
     backend: str = _f("auto", "distributed backend: auto (nccl on GPUs, gloo on CPU), gloo, nccl", BACKENDS)
@@ -110,11 +118,13 @@ class Config:
         if self.num_workers != AUTO and self.num_workers < 0:
             raise ConfigError(f"num_workers: must be >= 0 or auto, got {self.num_workers}")
         for name in ("train_subset", "test_subset", "crop_padding", "probe_every", "cutout_size",
-                     "plateau_patience", "min_lr", "momentum", "weight_decay", "rotate_limit"):
+                     "plateau_patience", "warmup_epochs", "min_lr", "momentum", "weight_decay", "rotate_limit"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.val_split < 1.0:
             raise ConfigError(f"val_split: must be in [0, 1), got {self.val_split}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"label_smoothing: must be in [0, 1), got {self.label_smoothing}")
         if not 0.0 < self.plateau_factor < 1.0:
             raise ConfigError(f"plateau_factor: must be in (0, 1), got {self.plateau_factor}")
         for f in fields(self):

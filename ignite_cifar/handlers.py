@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable
 import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
-from ignite.handlers import Checkpoint, DiskSaver, global_step_from_engine
+from ignite.handlers import Checkpoint, DiskSaver, PiecewiseLinear, global_step_from_engine
 from ignite.handlers.tensorboard_logger import TensorboardLogger
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
@@ -41,8 +41,11 @@ class PlateauScheduler:
         self.optimizer = optimizer
         self.metric_name = metric_name
         self.scheduler = ReduceLROnPlateau(optimizer, mode="min", factor=factor, patience=patience, min_lr=min_lr)
+        self.paused: Callable[[], bool] = lambda: False  # a warmup holds it still until it is over
 
     def __call__(self, evaluator: Engine) -> None:
+        if self.paused():
+            return
         before = current_lr(self.optimizer)
         self.scheduler.step(float(evaluator.state.metrics[self.metric_name]))
         after = current_lr(self.optimizer)
@@ -67,6 +70,27 @@ def attach_plateau_scheduler(evaluator: Engine, optimizer: torch.optim.Optimizer
     scheduler = PlateauScheduler(optimizer, factor, patience, min_lr)
     evaluator.add_event_handler(Events.COMPLETED, scheduler)
     return scheduler
+
+
+WARMUP_START = 0.1  # the warmup starts at this fraction of the lr
+
+
+def attach_warmup(trainer: Engine, optimizer: torch.optim.Optimizer, lr: float, epochs: int, epoch_length: int,
+                  plateau: PlateauScheduler) -> PiecewiseLinear:
+    """Linear warmup of the lr, per iteration, from lr/10 to lr over `epochs` epochs (ignite's PiecewiseLinear;
+    save it with the checkpoint so a resumed run continues it). The plateau scheduler does not step until the
+    warmup is over, and after it only the plateau scheduler changes the lr."""
+    steps = epochs * epoch_length
+    start = lr * WARMUP_START
+    for group in optimizer.param_groups:  # the first iteration's lr; a resumed run's checkpoint replaces it
+        group["lr"] = start
+    # Iteration i runs at start + (i - 1) * step. The scheduler sets the next iteration's lr when one completes
+    # (so an epoch's recorded lr, read when it starts, is its first iteration's), and steps + 1 runs at lr.
+    step = (lr - start) / steps
+    warmup = PiecewiseLinear(optimizer, "lr", milestones_values=[(0, start + step), (max(steps - 1, 1), lr)])
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(event_filter=lambda _, i: i <= steps), warmup)
+    plateau.paused = lambda: trainer.state.epoch <= epochs
+    return warmup
 
 
 class RNGState:

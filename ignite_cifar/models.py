@@ -47,7 +47,8 @@ class BasicBlock(nn.Module):
 class ResNet(nn.Module):
     """3x3 stem, four stages (64/128/256/512 x width channels, strides 1/2/2/2), global average pool, linear."""
 
-    def __init__(self, blocks: list[int], num_classes: int = 10, norm: str = "layer", width: float = 1.0):
+    def __init__(self, blocks: list[int], num_classes: int = 10, norm: str = "layer", width: float = 1.0,
+                 zero_init_residual: bool = False):
         super().__init__()
         make_norm = norm_factory(norm)
         base = max(1, round(64 * width))
@@ -70,6 +71,10 @@ class ResNet(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        if zero_init_residual:  # Goyal et al. 2017: each block's residual branch starts at 0, the block as identity
+            for m in self.modules():
+                if isinstance(m, BasicBlock):
+                    nn.init.zeros_(m.norm2.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.norm1(self.conv1(x)))
@@ -80,8 +85,11 @@ class ResNet(nn.Module):
 ARCHITECTURES = {"resnet18": [2, 2, 2, 2], "resnet34": [3, 4, 6, 3]}
 
 
-def build_model(name: str = "resnet18", num_classes: int = 10, norm: str = "layer", width: float = 1.0) -> ResNet:
-    """A CIFAR ResNet (`resnet18` or `resnet34`) for 32x32 images."""
+def build_model(name: str = "resnet18", num_classes: int = 10, norm: str = "layer", width: float = 1.0,
+                zero_init_residual: bool = False) -> ResNet:
+    """A CIFAR ResNet (`resnet18` or `resnet34`) for 32x32 images; `zero_init_residual` starts each block's last
+    norm weight at 0, so every block starts as relu(shortcut(x))."""
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(ARCHITECTURES)}")
-    return ResNet(ARCHITECTURES[name], num_classes=num_classes, norm=norm, width=width)
+    return ResNet(ARCHITECTURES[name], num_classes=num_classes, norm=norm, width=width,
+                  zero_init_residual=zero_init_residual)

@@ -42,10 +42,10 @@ from .errors import CheckpointError, ConfigError, TrainingStopped, UserError
 from .explain import write_explanations
 from .gradcam import UnknownLayerError, resolve_layer
 from .handlers import (History, RNGState, attach_checkpoints, attach_epoch_log, attach_epoch_seeding,
-                       NonFiniteLossGuard, attach_plateau_scheduler, attach_tensorboard, current_lr,
-                       StopRequests)
-from .models import build_model
+                       NonFiniteLossGuard, attach_plateau_scheduler, attach_tensorboard, attach_warmup,
+                       current_lr, StopRequests)
 from .probe import GradCAMProbe
+from .recipe import build_optimizer, configured_model, optimizer_settings, training_criterion
 from .tensorboard_views import HParamsLog, add_layout
 
 log = logging.getLogger("ignite_cifar")
@@ -133,7 +133,7 @@ def _check_writable(folder: Path) -> None:
 
 
 def _check_layer(config: Config) -> None:
-    probe = build_model(config.model, 10, config.norm, min(config.width, 0.125))
+    probe = configured_model(config, 10, width=min(config.width, 0.125))
     try:
         resolve_layer(probe, config.gradcam_layer)
     except UnknownLayerError as exc:
@@ -147,8 +147,7 @@ def check_checkpoint_fits(config: Config, num_classes: int, ckpt: Path) -> dict[
     if missing:
         raise CheckpointError(f"{ckpt} cannot be resumed from: it lacks {', '.join(missing)} "
                               f"(use a {files.LAST_PREFIX}_*.pt checkpoint)")
-    files.load_model_weights(build_model(config.model, num_classes, config.norm, config.width),
-                             files.model_state(state, ckpt), ckpt)
+    files.load_model_weights(configured_model(config, num_classes), files.model_state(state, ckpt), ckpt)
     done = int(state["trainer"].get("iteration", 0)) // max(1, int(state["trainer"].get("epoch_length") or 1))
     if done >= config.epochs:
         raise ConfigError(f"epochs: the checkpoint has finished {done} epochs already; "
@@ -169,6 +168,10 @@ def prepare(config: Config) -> Prepared:
         checkpoint, run_dir = resolve_resume(config.resume)
         if float(saved_config(run_dir).get("lr", config.lr)) != config.lr:
             lr_override = config.lr
+        saved_optimizer = saved_config(run_dir).get("optimizer", "sgd")
+        if saved_optimizer != config.optimizer:
+            raise ConfigError(f"optimizer: {run_dir} was trained with {saved_optimizer}; its optimizer state cannot "
+                              f"continue as {config.optimizer} (leave --optimizer out to resume it)")
     else:
         out = Path(config.output_dir)
         _check_writable(out)
@@ -367,7 +370,7 @@ def _training(prepared: Prepared, result: dict[str, Any], stops: StopRequests) -
                                        pin_memory=pin)
 
     # model, optimizer, engines
-    base_model = build_model(config.model, len(data.classes), config.norm, config.width)
+    base_model = configured_model(config, len(data.classes))
     if precision.channels_last:
         base_model = base_model.to(memory_format=torch.channels_last)
     model = idist.auto_model(base_model)
@@ -379,11 +382,9 @@ def _training(prepared: Prepared, result: dict[str, Any], stops: StopRequests) -
     # dynamic=False: the epoch's last, smaller batch gets its own static graph instead of turning every step
     # into a dynamic-shape one.
     train_model = torch.compile(model, dynamic=False) if config.compile else model
-    optimizer = idist.auto_optim(torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                                 weight_decay=config.weight_decay))
-    criterion = nn.CrossEntropyLoss().to(device)
-    trainer = create_trainer(train_model, optimizer, criterion, device, precision)
-    val_evaluator = create_evaluator(model, criterion, len(data.classes), device, precision)
+    optimizer = idist.auto_optim(build_optimizer(config, model.parameters()))
+    trainer = create_trainer(train_model, optimizer, training_criterion(config).to(device), device, precision)
+    val_evaluator = create_evaluator(model, nn.CrossEntropyLoss().to(device), len(data.classes), device, precision)
 
     # handlers
     attach_epoch_seeding(trainer, sampler, train_ds)
@@ -392,6 +393,9 @@ def _training(prepared: Prepared, result: dict[str, Any], stops: StopRequests) -
                                        config.min_lr)
     to_save: dict[str, Any] = {"model": base_model, "optimizer": optimizer, "scheduler": plateau,
                                "trainer": trainer, "rng": RNGState()}
+    if config.warmup_epochs:
+        to_save["warmup"] = attach_warmup(trainer, optimizer, config.lr, config.warmup_epochs, len(train_loader),
+                                          plateau)
     if precision.scaler is not None:
         to_save["scaler"] = precision.scaler
     last_ckpt, best_ckpt = attach_checkpoints(trainer, val_evaluator, to_save, run_dir, base_model)
@@ -407,7 +411,7 @@ def _training(prepared: Prepared, result: dict[str, Any], stops: StopRequests) -
         # A mid-epoch checkpoint (written on interrupt) resumes on the batches that epoch had not reached yet.
         sampler.skip = (trainer.state.iteration % epoch_length) * (train_loader.batch_size or 1)
         for group in optimizer.param_groups:  # as configured now, which is the saved config plus today's flags
-            group.update(momentum=config.momentum, weight_decay=config.weight_decay)
+            group.update(optimizer_settings(config))
         if prepared.lr_override is not None:
             saved_lr = current_lr(optimizer)
             for group in optimizer.param_groups:
@@ -579,7 +583,7 @@ def load_run(run: str | None = None, checkpoint: str | None = None, which: str =
     if not all(k in derived for k in ("classes", "mean", "std")):
         raise UserError(f"run: {run_dir / CONFIG_FILE} lacks the derived classes/mean/std a finished run writes")
     config = make_config(raw)
-    model = build_model(config.model, len(derived["classes"]), config.norm, config.width)
+    model = configured_model(config, len(derived["classes"]))
     files.load_model_weights(model, state, ckpt)
     return config, derived, model, ckpt, run_dir
 

@@ -19,6 +19,7 @@ def test_defaults_are_the_mission_recipe():
     assert (c.crop_padding, c.rotate_limit, c.cutout_size) == (4, 5.0, 16)
     assert c.p_crop == 1.0 and 0 < c.p_rotate <= 1 and 0 < c.p_cutout <= 1
     assert (c.p_hflip, c.p_shift_scale_rotate, c.p_to_gray) == (0.0, 0.0, 0.0)
+    assert (c.optimizer, c.label_smoothing, c.zero_init_residual, c.warmup_epochs) == ("sgd", 0.0, False, 0)
     assert c.validate() is c
 
 
@@ -96,6 +97,12 @@ def test_yaml_booleans_for_on_off_choices(tmp_path):
     ({"p_cutout": -0.5}, "p_cutout"),
     ({"width": 0}, "width"),
     ({"cutout_size": 33}, "cutout_size"),
+    ({"optimizer": "rmsprop"}, "optimizer"),
+    ({"label_smoothing": 1.0}, "label_smoothing"),
+    ({"label_smoothing": -0.1}, "label_smoothing"),
+    ({"zero_init_residual": "sometimes"}, "zero_init_residual"),
+    ({"warmup_epochs": -1}, "warmup_epochs"),
+    ({"warmup_epochs": 0.5}, "warmup_epochs"),
 ])
 def test_bad_values_name_the_field(layer, field):
     with pytest.raises(ConfigError) as info:
@@ -112,6 +119,8 @@ def test_boundary_values_are_allowed():
     config = make_config({"val_split": 0.0, "p_rotate": 1.0, "p_cutout": 0.0, "epochs": 1, "batch_size": 1})
     assert config.val_split == 0.0 and config.p_rotate == 1.0
     assert make_config({"val_split": 0.99}).val_split == 0.99
+    assert make_config({"label_smoothing": 0.0}).label_smoothing == 0.0
+    assert make_config({"label_smoothing": 0.99, "optimizer": "adam"}).optimizer == "adam"
 
 
 def test_every_field_has_a_type_coerce_knows():

@@ -123,3 +123,51 @@ def test_layer_norm_normalizes_each_sample_over_c_h_w(width):
         # ... but not per channel: that would be InstanceNorm, not LayerNorm over (C, H, W)
         per_channel = out.transpose(0, 1).flatten(1).double()
         assert per_channel.mean(1).abs().max() > 1e-2
+
+
+# ---------------------------------------------------------------- zero-init of the residual branches
+def _blocks(model):
+    from ignite_cifar.models import BasicBlock
+
+    return [m for m in model.modules() if isinstance(m, BasicBlock)]
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet34"])
+def test_zero_init_residual_makes_every_block_start_as_the_identity(name):
+    torch.manual_seed(0)
+    model = build_model(name, width=0.125, zero_init_residual=True).eval()
+    blocks = _blocks(model)
+    assert len(blocks) == (8 if name == "resnet18" else 16)
+    x = model.relu(model.norm1(model.conv1(torch.randn(4, 3, 32, 32))))
+    identity_blocks = 0
+    with torch.no_grad():
+        for stage in (model.layer1, model.layer2, model.layer3, model.layer4):
+            for block in stage:
+                out = block(x.clone())  # the block's ReLU is in place: keep x for the comparison
+                # the residual branch adds exactly 0: the block is relu(shortcut(x))
+                assert torch.equal(out, torch.relu(block.shortcut(x)))
+                if isinstance(block.shortcut, nn.Identity):
+                    assert torch.equal(out, torch.relu(x))
+                    identity_blocks += 1
+                x = out
+    assert identity_blocks == len(blocks) - 3  # the first block of stages 2-4 downsamples
+
+
+def test_without_zero_init_the_residual_branch_is_not_zero():
+    torch.manual_seed(0)
+    model = build_model("resnet18", width=0.125).eval()
+    block = model.layer1[0]
+    x = torch.relu(torch.randn(2, 8, 32, 32))
+    with torch.no_grad():
+        assert not torch.allclose(block(x.clone()), torch.relu(x), atol=1e-3)
+    assert all(torch.equal(b.norm2.weight, torch.ones_like(b.norm2.weight)) for b in _blocks(model))
+
+
+def test_zero_init_touches_only_the_last_norm_of_each_block():
+    torch.manual_seed(0)
+    plain = build_model("resnet18", width=0.125)
+    torch.manual_seed(0)
+    zeroed = build_model("resnet18", width=0.125, zero_init_residual=True)
+    differ = [k for k, v in plain.state_dict().items() if not torch.equal(v, zeroed.state_dict()[k])]
+    assert differ and all(k.endswith("norm2.weight") for k in differ)
+    assert len(differ) == len(_blocks(zeroed))

@@ -227,3 +227,87 @@ def test_shipped_smoke_config_runs_as_shipped(tmp_path):
     assert cli.main(["train", "--config", "smoke", "--output-dir", str(tmp_path), "--epochs", "1"]) == 0
     (run_dir,) = list(tmp_path.iterdir())
     assert (run_dir / "gradcam.png").is_file()
+
+
+# ---------------------------------------------------------------- recipe options: optimizer, label smoothing, zero-init
+def _last_state(run_dir) -> dict:
+    return files.load_checkpoint(files.find_checkpoint(Path(run_dir)))
+
+
+def test_adam_is_adam_in_the_checkpoint_and_resumes_as_adam(tmp_path):
+    first = train(tiny_config(tmp_path, run_name="adam", epochs=1, optimizer="adam", lr=1e-3, weight_decay=1e-4))
+    state = _last_state(first["run_dir"])["optimizer"]
+    group = state["param_groups"][0]
+    assert group["betas"] == (0.9, 0.999) and group["lr"] == 1e-3 and group["weight_decay"] == 1e-4
+    assert "momentum" not in group
+    assert all({"exp_avg", "exp_avg_sq", "step"} <= set(s) for s in state["state"].values())
+    assert cli.main(["train", "--resume", first["run_dir"], "--epochs", "2"]) == 0
+    resumed = _last_state(first["run_dir"])["optimizer"]
+    assert "momentum" not in resumed["param_groups"][0] and "exp_avg" in resumed["state"][0]
+    # Adam's step counter continued from the checkpoint: two epochs of 6 iterations each
+    assert float(resumed["state"][0]["step"]) == 2 * float(state["state"][0]["step"]) == 12
+
+
+def test_sgd_stays_sgd_by_default(smoke_run):
+    group = _last_state(smoke_run[0])["optimizer"]["param_groups"][0]
+    assert group["momentum"] == 0.9 and "betas" not in group
+
+
+def test_label_smoothing_changes_the_training_loss_but_not_the_val_loss(tmp_path):
+    # lr so small that both runs keep (almost exactly) the same weights: only the loss function differs
+    runs = {ls: train(tiny_config(tmp_path, run_name=f"ls{ls}", epochs=1, lr=1e-9, label_smoothing=ls))
+            for ls in (0.0, 0.5)}
+    plain, smoothed = (_metrics(runs[ls]["run_dir"])[0] for ls in (0.0, 0.5))
+    assert smoothed["val_loss"] == pytest.approx(plain["val_loss"], rel=1e-6)
+    assert smoothed["val_accuracy"] == plain["val_accuracy"]
+    assert abs(smoothed["train_loss"] - plain["train_loss"]) > 1e-3
+    # the final test loss is the plain cross-entropy too
+    finals = [json.loads((Path(runs[ls]["run_dir"]) / "history.json").read_text())["final_test"]["test_loss"]
+              for ls in (0.0, 0.5)]
+    assert finals[1] == pytest.approx(finals[0], rel=1e-6)
+
+
+def test_zero_init_residual_reaches_the_trained_model(tmp_path):
+    result = train(tiny_config(tmp_path, run_name="zero", epochs=1, lr=1e-9, zero_init_residual=True))
+    weights = {k: v for k, v in _last_state(result["run_dir"])["model"].items() if k.endswith("norm2.weight")}
+    assert len(weights) == 8 and all(v.abs().max() < 1e-6 for v in weights.values())
+
+
+# ---------------------------------------------------------------- lr warmup
+def test_warmup_is_linear_per_iteration_and_holds_the_plateau_scheduler_until_it_is_over():
+    from ignite.engine import Engine
+
+    from ignite_cifar.handlers import PlateauScheduler, attach_warmup
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.4)
+    trainer = Engine(lambda engine, batch: None)
+    plateau = PlateauScheduler(optimizer, factor=0.5, patience=0, min_lr=0.0)
+    never_improves = type("Evaluator", (), {"state": type("State", (), {"metrics": {"loss": 1.0}})()})()
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: plateau(never_improves))
+    attach_warmup(trainer, optimizer, lr=0.4, epochs=2, epoch_length=4, plateau=plateau)
+    seen = []
+    trainer.add_event_handler(Events.ITERATION_STARTED, lambda _: seen.append(optimizer.param_groups[0]["lr"]))
+    trainer.run(range(4), max_epochs=5)
+    # 8 warmup iterations from 0.04 towards 0.4, then 0.4; the plateau's first step is after epoch 3 (it sets
+    # the best loss), its first cut after epoch 4: only epoch 5 runs at 0.2
+    assert seen == pytest.approx([0.04 + 0.36 * i / 8 for i in range(8)] + [0.4] * 8 + [0.2] * 4, rel=1e-9)
+
+
+def test_warmup_survives_resume(tmp_path):
+    straight = train(tiny_config(tmp_path, run_name="warm", epochs=3, warmup_epochs=2))
+    records = _metrics(straight["run_dir"])
+    assert [r["lr"] for r in records] == pytest.approx([0.002, 0.002 + 0.018 * 6 / 12, 0.02], rel=1e-9)
+    half = train(tiny_config(tmp_path, run_name="warm-halves", epochs=1, warmup_epochs=2))
+    assert _last_state(half["run_dir"])["warmup"]["event_index"] == 6  # one epoch of 6 iterations
+    assert cli.main(["train", "--resume", half["run_dir"], "--epochs", "3"]) == 0
+    assert _metrics(half["run_dir"]) == records
+
+
+def test_channels_last_applies_on_cpu_and_the_saved_model_evaluates_alike(tmp_path):
+    result = train(tiny_config(tmp_path, run_name="nhwc", epochs=1, channels_last=True, device="cpu"))
+    run_dir = Path(result["run_dir"])
+    derived = yaml.safe_load((run_dir / "config.yaml").read_text())["derived"]
+    assert derived["precision"] == "fp32, channels_last"
+    # the checkpoint loads into a fresh (contiguous) model and gives the accuracy the last epoch recorded
+    evaluated = run_module.evaluate_saved_run(str(run_dir), None, device="cpu")
+    assert evaluated["test_accuracy"] == pytest.approx(_metrics(run_dir)[-1]["val_accuracy"], abs=1e-9)

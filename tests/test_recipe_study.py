@@ -1,0 +1,122 @@
+"""The recipe study driver in dry mode: runs each variant, skips finished runs, resumes unfinished ones, restarts
+a run killed before its first checkpoint, and writes the report into the study folder."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO
+
+spec = importlib.util.spec_from_file_location("recipe_study", REPO / "benchmarks" / "recipe_study.py")
+recipe_study = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = recipe_study  # dataclasses look their module up there
+spec.loader.exec_module(recipe_study)
+
+VARIANTS = ["shipped", "adam"]
+
+
+def _study(study_dir: Path, capsys, *extra: str) -> tuple[int, str]:
+    capsys.readouterr()
+    code = recipe_study.main(["--dry", "--study-dir", str(study_dir), "--only", *VARIANTS, *extra])
+    return code, capsys.readouterr().out
+
+
+def _history(run_dir: Path) -> dict:
+    return json.loads((run_dir / "history.json").read_text())
+
+
+def test_every_variant_file_names_what_it_changes_and_is_a_valid_config():
+    variants = {v.name: v for v in recipe_study.load_variants()}
+    assert {"shipped", "shipped-seed2", "zero-init", "label-smoothing", "gentle-plateau", "adam",
+            "warmup"} <= set(variants)
+    assert all(v.about for v in variants.values())
+    assert variants["shipped"].overrides == {} and variants["shipped-seed2"].overrides == {"seed": 43}
+    assert variants["adam"].overrides == {"optimizer": "adam", "lr": 0.001, "weight_decay": 0.0001}
+
+
+def test_study_runs_skips_resumes_and_restarts(tmp_path, capsys):
+    study_dir = tmp_path / "study"
+    committed = [REPO / "benchmarks" / name for name in (recipe_study.REPORT, recipe_study.CURVES)]
+    committed_before = [p.read_bytes() if p.exists() else None for p in committed]
+    code, out = _study(study_dir, capsys)
+    assert code == 0 and "shipped: started" in out and "adam: started" in out
+    epochs = recipe_study.DRY_FLAGS["epochs"]
+    for name in VARIANTS:
+        history = _history(study_dir / name)
+        assert len(history["epochs"]) == epochs and "final_test" in history
+    config = (study_dir / "adam" / "config.yaml").read_text()
+    assert "optimizer: adam" in config and "width: 0.125" in config
+    report = (study_dir / recipe_study.REPORT).read_text()
+    assert "| shipped | finished |" in report and "| adam | finished |" in report
+    assert "| zero-init | not started |" in report and (study_dir / recipe_study.CURVES).stat().st_size > 0
+    assert [p.read_bytes() if p.exists() else None for p in committed] == committed_before  # dry: not touched
+
+    # again: both finished runs are skipped, their files untouched
+    before = {n: (study_dir / n / "history.json").read_bytes() for n in VARIANTS}
+    logs = {n: (study_dir / f"{n}.log").read_text() for n in VARIANTS}
+    code, out = _study(study_dir, capsys)
+    assert code == 0 and "shipped: skipped (finished)" in out and "adam: skipped (finished)" in out
+    assert {n: (study_dir / n / "history.json").read_bytes() for n in VARIANTS} == before
+    assert {n: (study_dir / f"{n}.log").read_text() for n in VARIANTS} == logs
+
+    # adam stopped after its first epoch (what a kill between epochs leaves); shipped killed before any checkpoint
+    shutil.rmtree(study_dir / "adam")
+    variant = next(v for v in recipe_study.load_variants(["adam"]))
+    cmd = recipe_study.train_command(variant, study_dir, recipe_study.DRY_FLAGS) + ["--epochs", "1"]
+    subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
+    first_epoch = _history(study_dir / "adam")["epochs"]
+    assert len(first_epoch) == 1
+    shutil.rmtree(study_dir / "shipped" / "checkpoints")
+
+    code, out = _study(study_dir, capsys)
+    assert code == 0 and "adam: resumed after epoch 1" in out
+    history = _history(study_dir / "adam")
+    assert history["epochs"][0] == first_epoch[0]  # kept, not retrained
+    assert len(history["epochs"]) == epochs and "final_test" in history
+    assert len(list((study_dir / "adam" / "tb").glob("events.out.tfevents.*"))) == 2  # two processes, one run
+    assert "--resume" in (study_dir / "adam.log").read_text()
+    assert "shipped: started (moved the folder without a checkpoint to" in out
+    assert len(list((study_dir / "aborted").glob("shipped-*"))) == 1
+    assert len(_history(study_dir / "shipped")["epochs"]) == epochs
+
+
+def test_report_only_trains_nothing_and_shows_the_noise_rule(tmp_path, capsys):
+    code, out = _study(tmp_path / "empty", capsys, "--report-only")
+    assert code == 0 and "started" not in out
+    report = (tmp_path / "empty" / recipe_study.REPORT).read_text()
+    assert "| shipped | not started |" in report and "twice" in report and "--val-split 0" in report
+    assert not (tmp_path / "empty" / "shipped").exists()
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--only", "nonesuch"], ["--only", "nonesuch", "shipped"]),
+    (["--data-dir", "/no/such/folder"], ["--data-dir", "/no/such/folder", "train/"]),
+    ([], ["--data-dir", "not given"]),
+])
+def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, argv, words):
+    code = recipe_study.main(["--study-dir", str(tmp_path / "s"), *argv])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and all(w in err for w in words)
+    assert not (tmp_path / "s").exists()
+
+
+def test_noise_rule_compares_variants_with_twice_the_seed_difference():
+    variants = {n: recipe_study.Variant(n, "") for n in ("shipped", "shipped-seed2", "a", "b")}
+    acc = {"shipped": 0.80, "shipped-seed2": 0.79, "a": 0.825, "b": 0.815}
+    summaries = {n: {"variant": v, "state": "finished", "test_accuracy": acc[n]} for n, v in variants.items()}
+    text = recipe_study.noise_paragraph(summaries)
+    assert "= 1.00 points" in text and "more than 2.00 points" in text
+    assert "`a`: +2.50 points against `shipped`, beyond the noise" in text
+    assert "`b`: +1.50 points against `shipped`, within the noise" in text
+
+
+def test_wall_time_adds_the_segments_of_a_resumed_run():
+    records = [{"wall_seconds": 10.0}, {"wall_seconds": 20.0}, {"wall_seconds": 12.0}, {"wall_seconds": 25.0}]
+    assert recipe_study.wall_seconds(records) == 45.0
