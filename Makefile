@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 RUNS   ?= runs
 
-.PHONY: train test bench study tensorboard smoke gpu-kit gpu-dry-run clean
+.PHONY: train test lint bench study tensorboard smoke gpu-kit gpu-dry-run clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ smoke: $(STAMP)          ## a 20-second run on synthetic data (or ARGS="--datase
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)
+
+lint: $(STAMP)           ## ruff, configured in pyproject.toml (line length 120, import order, pyflakes, bugbear)
+	$(BIN)/ruff check .
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py $(ARGS)

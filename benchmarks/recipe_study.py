@@ -57,7 +57,8 @@ on 2026-11-27, the training step alone (`engines.create_trainer` on in-memory ba
     python benchmarks/step_matrix.py --device cpu --width 0.25 --batch-sizes 128 --bf16 off --steps 10 \\
         --warmup 2 --budget-s 200 --channels-last on|off --compile on|off
 
-| setting | images/s while the machine was otherwise idle (median of runs) | under load (another job's tests on the same cores) |
+| setting | images/s while the machine was otherwise idle (median of runs) | under load (another job's tests on \
+the same cores) |
 |---|---|---|
 | eager, contiguous (the trainer's CPU path before) | 847 (843, 882, 847, 831, 1043) | 20-56 |
 | eager, `--channels-last` | **1163** (1116, 1114, 1205, 1163, 1176) | 62-171 |

@@ -51,7 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=30, help="timed steps per entry")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation happens here)")
     p.add_argument("--compile", choices=("on", "off", "both"), default="both")
-    p.add_argument("--compile-mode", default="default", choices=("default", "reduce-overhead", "max-autotune-no-cudagraphs"),
+    p.add_argument("--compile-mode", default="default",
+                   choices=("default", "reduce-overhead", "max-autotune-no-cudagraphs"),
                    help="torch.compile mode of the compiled entries (reduce-overhead: CUDA graphs)")
     p.add_argument("--bf16", choices=("on", "off", "both"), default="both")
     p.add_argument("--channels-last", choices=("on", "off", "both"), default="both")
@@ -176,7 +177,8 @@ def markdown(result: dict) -> str:
         rows.append(f"| {'on' if b16 else 'off'} | {'on' if cl else 'off'} | on | {batch} | not run (time budget) "
                     f"| | | | |")
     choice = result["choice"]
-    lines = [f"Device: {result['device']}; width {result['width']}; compile mode {result.get('compile_mode', 'default')}; "
+    mode = result.get("compile_mode", "default")
+    lines = [f"Device: {result['device']}; width {result['width']}; compile mode {mode}; "
              f"{result['steps']} timed steps after "
              f"{result['warmup']} warm-up steps per entry; matrix wall time {result['wall_s']:.0f} s.", "", *rows, ""]
     if choice:
@@ -217,7 +219,8 @@ def run(args: argparse.Namespace) -> dict:
         entries.append(measure(matrix, b16, cl, True, batch))
         longest_compile = max(longest_compile, entries[-1]["compile_s"])
     result = {"device": torch.cuda.get_device_name(matrix.device) if matrix.device.type == "cuda" else "cpu",
-              "width": args.width, "compile_mode": args.compile_mode, "steps": args.steps, "warmup": args.warmup, "epochs": args.epochs,
+              "width": args.width, "compile_mode": args.compile_mode, "steps": args.steps, "warmup": args.warmup,
+              "epochs": args.epochs,
               "entries": entries, "not_run": not_run, "choice": choose(entries, args)}
     if result["choice"]:
         c = result["choice"]

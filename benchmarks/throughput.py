@@ -14,7 +14,8 @@ What it measures (everything reported is measured by this run; nothing is estima
    On CUDA both use `Precision.resolve("auto", True, device)`: the same autocast dtype, GradScaler and
    channels_last.
 2. Data-pipeline images/s: the default train transform (`build_train_transform(Config(), mean, std)` in an
-   `AugmentedDataset`) over synthetic uint8 images through a DataLoader with `--workers` (default: Config's, auto) and batch
+   `AugmentedDataset`) over synthetic uint8 images through a DataLoader with `--workers` (default: Config's, auto)
+   and batch
    size (shuffled, collated; pinned on CUDA). The first epoch's first-batch latency (worker start-up) is
    reported on its own; the images/s are the median of later epochs with persistent workers (no start-up).
    The factor is data images/s over the trainer's images/s from part 1 (same width).

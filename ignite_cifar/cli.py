@@ -11,7 +11,7 @@ import warnings
 from dataclasses import fields
 from typing import Any, Sequence
 
-from .config import GRADCAM_METHODS, MISTAKE_ORDERS, Config, make_config, read_yaml
+from .config import DEVICES, EXPLAIN_CHECKPOINTS, GRADCAM_METHODS, MISTAKE_ORDERS, Config, make_config, read_yaml
 from .errors import TrainingStopped, UserError
 
 PROG = "ignite-cifar"
@@ -27,14 +27,13 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         help_text = f.metadata.get("help", "")
         choices = f.metadata.get("choices")
-        if choices:
-            help_text += f" ({', '.join(choices)})"
         help_text += f" [default: {f.default!r}]"
         if f.type in ("bool", bool):
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                                 help=help_text)
         else:
-            parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, metavar=f.name.upper(), help=help_text)
+            metavar = "{" + ",".join(choices) + "}" if choices else f.name.upper()  # --help shows the choices
+            parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, metavar=metavar, help=help_text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,21 +46,23 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--debug", action="store_true", help="show tracebacks")
     _add_config_flags(train)
 
+    defaults = Config()  # explain/evaluate default to what training uses
     for name, help_text in (("explain", "re-draw misclassified.png / gradcam.png of a saved run"),
                             ("evaluate", "print test loss, accuracy and per-class accuracy of a saved run")):
         p = sub.add_parser(name, help=help_text)
         src = p.add_mutually_exclusive_group(required=True)
         src.add_argument("--run", help="run folder")
         src.add_argument("--checkpoint", help="checkpoint file (in a run's checkpoints/ folder)")
-        p.add_argument("--explain-checkpoint", "--which", dest="which", choices=("final", "best"), default="final",
+        p.add_argument("--explain-checkpoint", "--which", dest="which", choices=EXPLAIN_CHECKPOINTS,
+                       default=defaults.explain_checkpoint,
                        help="with --run: the last checkpoint (final) or the best one")
-        p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+        p.add_argument("--device", choices=DEVICES, default=defaults.device)
         p.add_argument("--debug", action="store_true", help="show tracebacks")
         if name == "explain":
-            p.add_argument("--n", type=int, default=20, help="misclassified images to show")
-            p.add_argument("--order", choices=MISTAKE_ORDERS, default="confident")
-            p.add_argument("--method", choices=GRADCAM_METHODS, default="gradcam")
-            p.add_argument("--layer", default="layer4", help="module GradCAM explains (dotted name)")
+            p.add_argument("--n", type=int, default=defaults.n_misclassified, help="misclassified images to show")
+            p.add_argument("--order", choices=MISTAKE_ORDERS, default=defaults.mistake_order)
+            p.add_argument("--method", choices=GRADCAM_METHODS, default=defaults.gradcam_method)
+            p.add_argument("--layer", default=defaults.gradcam_layer, help="module GradCAM explains (dotted name)")
     return parser
 
 
@@ -102,7 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"checkpoint: {s['checkpoint']}")
             print(f"test loss {s['test_loss']:.4f}  accuracy {100 * s['test_accuracy']:.2f}% "
                   f"({s['test_images']} images)")
-            print("per-class accuracy: " + json.dumps({k: round(100 * v, 2) for k, v in s["per_class_accuracy"].items()}))
+            per_class = {k: round(100 * v, 2) for k, v in s["per_class_accuracy"].items()}
+            print("per-class accuracy: " + json.dumps(per_class))
     except UserError as exc:
         if args.debug:
             raise

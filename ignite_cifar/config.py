@@ -13,12 +13,15 @@ from typing import Any, Mapping
 import yaml
 
 from .errors import ConfigError
+from .gradcam import METHODS
+from .mistakes import ORDERS
+from .models import ARCHITECTURES, NORMS
 
-MODELS = ("resnet18", "resnet34")
-NORMS = ("layer", "group")
+# Choices that a module defines (its meaning lives there) are read from it; the rest are defined here.
+MODELS = tuple(ARCHITECTURES)
 DATASETS = ("cifar10", "folder", "synthetic")
-MISTAKE_ORDERS = ("confident", "first")
-GRADCAM_METHODS = ("gradcam", "gradcam++")
+MISTAKE_ORDERS = ORDERS
+GRADCAM_METHODS = METHODS
 EXPLAIN_CHECKPOINTS = ("final", "best")
 DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("auto", "gloo", "nccl")
@@ -37,7 +40,8 @@ class Config:
     """Every setting of a run. Field names are the CLI flags (`lr` is `--lr`)."""
 
     # data
-    dataset: str = _f("cifar10", "cifar10 (torchvision, downloaded), folder (DIR/train, DIR/test) or synthetic", DATASETS)
+    dataset: str = _f("cifar10", "cifar10 (torchvision, downloaded), folder (DIR/train, DIR/test) or synthetic",
+                      DATASETS)
     data_dir: str = _f("./data", "where the data set lives (or is downloaded to)")
     train_subset: int = _f(0, "class-stratified subset of the training split (0 = all)")
     test_subset: int = _f(0, "class-stratified subset of the test split (0 = all)")
@@ -92,7 +96,8 @@ class Config:
     resume: str = _f("", "checkpoint file or run folder to continue from")
     # explanation when training completes
     n_misclassified: int = _f(20, "misclassified test images to show (and explain)")
-    mistake_order: str = _f("confident", "which mistakes: confident (highest p first) or first (dataset order)", MISTAKE_ORDERS)
+    mistake_order: str = _f("confident", "which mistakes: confident (highest p first) or first (dataset order)",
+                            MISTAKE_ORDERS)
     gradcam_method: str = _f("gradcam", "CAM method", GRADCAM_METHODS)
     gradcam_layer: str = _f("layer4", "module whose activations GradCAM explains")
     explain_checkpoint: str = _f("final", "model explained when training completes: final or best", EXPLAIN_CHECKPOINTS)
@@ -217,7 +222,8 @@ def read_yaml(path_or_name: str) -> dict[str, Any]:
     if not path.exists() and path_or_name in SHIPPED_CONFIGS:
         path = shipped_config_path(path_or_name)
     if not path.is_file():
-        raise ConfigError(f"config: no such file {path_or_name!r}; give a YAML path or one of {', '.join(SHIPPED_CONFIGS)}")
+        raise ConfigError(f"config: no such file {path_or_name!r}; give a YAML path or one of "
+                          f"{', '.join(SHIPPED_CONFIGS)}")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.MarkedYAMLError as exc:

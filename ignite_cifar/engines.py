@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 from ignite.engine import Engine
-from ignite.metrics import Accuracy, Average, ConfusionMatrix, Loss
+from ignite.metrics import Accuracy, Average, Loss
 from torch import nn
 
 
@@ -71,9 +71,9 @@ def create_trainer(model: nn.Module, optimizer: torch.optim.Optimizer, criterion
     return trainer
 
 
-def create_evaluator(model: nn.Module, criterion: nn.Module, num_classes: int, device: torch.device,
+def create_evaluator(model: nn.Module, criterion: nn.Module, device: torch.device,
                      precision: Precision | None = None) -> Engine:
-    """An evaluator with `loss`, `accuracy` and `confusion` (a ConfusionMatrix) metrics."""
+    """An evaluator with `loss` and `accuracy` metrics (the confusion matrix is the final evaluation's, explain.py)."""
     precision = precision or Precision()
 
     @torch.no_grad()
@@ -87,5 +87,4 @@ def create_evaluator(model: nn.Module, criterion: nn.Module, num_classes: int, d
     evaluator = Engine(eval_step)
     Loss(criterion, device=device).attach(evaluator, "loss")
     Accuracy(device=device).attach(evaluator, "accuracy")
-    ConfusionMatrix(num_classes, device=device).attach(evaluator, "confusion")
     return evaluator

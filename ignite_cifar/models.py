@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 NormFactory = Callable[[int], nn.Module]
+NORMS = ("layer", "group")  # see norm_factory
 
 
 def norm_factory(norm: str) -> NormFactory:

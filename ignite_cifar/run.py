@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import datetime as dt
 import gc
+import json
 import logging
 import multiprocessing
 import os
@@ -41,9 +41,19 @@ from .engines import Precision, create_evaluator, create_trainer
 from .errors import CheckpointError, ConfigError, TrainingStopped, UserError
 from .explain import write_explanations
 from .gradcam import UnknownLayerError, resolve_layer
-from .handlers import (History, RNGState, attach_checkpoints, attach_epoch_log, attach_epoch_seeding,
-                       NonFiniteLossGuard, attach_plateau_scheduler, attach_tensorboard, attach_warmup,
-                       current_lr, StopRequests)
+from .handlers import (
+    History,
+    NonFiniteLossGuard,
+    RNGState,
+    StopRequests,
+    attach_checkpoints,
+    attach_epoch_log,
+    attach_epoch_seeding,
+    attach_plateau_scheduler,
+    attach_tensorboard,
+    attach_warmup,
+    current_lr,
+)
 from .probe import GradCAMProbe
 from .recipe import build_optimizer, configured_model, optimizer_settings, training_criterion
 from .tensorboard_views import HParamsLog, add_layout
@@ -95,7 +105,8 @@ def resolve_resume(resume: str) -> tuple[Path, Path]:
     if path.is_dir():
         ckpt = files.find_checkpoint(path)
         if ckpt is None:
-            raise CheckpointError(f"resume: {path} has no {files.CHECKPOINT_DIR}/{files.LAST_PREFIX}_*.pt to resume from")
+            raise CheckpointError(f"resume: {path} has no {files.CHECKPOINT_DIR}/{files.LAST_PREFIX}_*.pt "
+                                  "to resume from")
         return ckpt, path
     if not path.exists():
         raise CheckpointError(f"resume: {path} does not exist; give a run folder or a checkpoint file")
@@ -129,7 +140,8 @@ def _check_writable(folder: Path) -> None:
         with tempfile.NamedTemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        raise ConfigError(f"output_dir: cannot write into {folder} ({exc.strerror}); choose another --output-dir") from None
+        raise ConfigError(f"output_dir: cannot write into {folder} ({exc.strerror}); "
+                          "choose another --output-dir") from None
 
 
 def _check_layer(config: Config) -> None:
@@ -189,7 +201,8 @@ def prepare(config: Config) -> Prepared:
         "skipped_images": data.skipped_images,
         "train_transform": describe(build_train_transform(config, mean, std)),
         "test_transform": describe(build_test_transform(mean, std)),
-        "versions": {"torch": str(torch.__version__), "ignite": str(ignite.__version__), "python": sys.version.split()[0]},
+        "versions": {"torch": str(torch.__version__), "ignite": str(ignite.__version__),
+                     "python": sys.version.split()[0]},
     }
     if run_dir is None:  # under torchrun every process picks one; training() keeps rank 0's
         run_dir = _timestamped(Path(config.output_dir))
@@ -384,7 +397,7 @@ def _training(prepared: Prepared, result: dict[str, Any], stops: StopRequests) -
     train_model = torch.compile(model, dynamic=False) if config.compile else model
     optimizer = idist.auto_optim(build_optimizer(config, model.parameters()))
     trainer = create_trainer(train_model, optimizer, training_criterion(config).to(device), device, precision)
-    val_evaluator = create_evaluator(model, nn.CrossEntropyLoss().to(device), len(data.classes), device, precision)
+    val_evaluator = create_evaluator(model, nn.CrossEntropyLoss().to(device), device, precision)
 
     # handlers
     attach_epoch_seeding(trainer, sampler, train_ds)
@@ -460,7 +473,8 @@ def _training(prepared: Prepared, result: dict[str, Any], stops: StopRequests) -
                 best = files.find_checkpoint(run_dir, files.BEST_PREFIX)
                 if best is not None:
                     model_to_explain = copy.deepcopy(base_model)
-                    files.load_model_weights(model_to_explain, files.model_state(files.load_checkpoint(best), best), best)
+                    state = files.model_state(files.load_checkpoint(best), best)
+                    files.load_model_weights(model_to_explain, state, best)
                     source = f"best ({best.name})"
             summary = write_explanations(
                 model_to_explain, data.test, data.classes, mean, std, run_dir, device, n=config.n_misclassified,

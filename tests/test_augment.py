@@ -7,8 +7,15 @@ import numpy as np
 import torch
 import yaml
 
-from ignite_cifar.augment import (AugmentedDataset, build_test_transform, build_train_transform, denormalize,
-                                  describe, eval_dataset, normalize_array)
+from ignite_cifar.augment import (
+    AugmentedDataset,
+    build_test_transform,
+    build_train_transform,
+    denormalize,
+    describe,
+    eval_dataset,
+    normalize_array,
+)
 from ignite_cifar.config import make_config
 
 # 255 * mean is never an integer, so no uint8 pixel normalizes to exactly 0.

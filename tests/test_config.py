@@ -6,7 +6,15 @@ import dataclasses
 
 import pytest
 
-from ignite_cifar.config import MAX_AUTO_WORKERS, Config, coerce, field_names, make_config, read_yaml, resolve_num_workers
+from ignite_cifar.config import (
+    MAX_AUTO_WORKERS,
+    Config,
+    coerce,
+    field_names,
+    make_config,
+    read_yaml,
+    resolve_num_workers,
+)
 from ignite_cifar.errors import ConfigError
 
 

@@ -11,8 +11,15 @@ from PIL import Image
 
 from ignite_cifar import data as data_mod
 from ignite_cifar.config import make_config
-from ignite_cifar.data import (channel_stats, load_cifar10, load_data, load_folder, stratified_holdout,
-                               stratified_indices, synthetic_split)
+from ignite_cifar.data import (
+    channel_stats,
+    load_cifar10,
+    load_data,
+    load_folder,
+    stratified_holdout,
+    stratified_indices,
+    synthetic_split,
+)
 from ignite_cifar.errors import DataError
 
 

@@ -293,7 +293,7 @@ def test_model_state_restored(device, method):
     for p in list(model.conv1.parameters()) + list(model.layer1.parameters()):
         p.requires_grad_(False)
     g = torch.Generator().manual_seed(3)
-    for i, (name, p) in enumerate(model.named_parameters()):
+    for i, p in enumerate(model.parameters()):
         if i % 2 == 0:
             p.grad = torch.randn(p.shape, generator=g).to(device)
     modes, flags, grads = _state(model)

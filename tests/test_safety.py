@@ -141,7 +141,13 @@ def test_spawned_runs_rendezvous_on_a_free_port(monkeypatch):
     from ignite_cifar.run import _master_port
 
     monkeypatch.delenv("MASTER_PORT", raising=False)
-    port = _master_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        try:
+            held.bind(("127.0.0.1", 2222))  # ignite's fixed default: a port another run may hold
+        except OSError:
+            pass  # someone holds it already, which serves the test as well
+        port = _master_port()
+        assert port != 2222
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", port))  # free when handed out
     monkeypatch.setenv("MASTER_PORT", "29511")
@@ -213,7 +219,9 @@ def test_checkpoints_hold_only_tensors_and_plain_values(tmp_path):
     from ignite_cifar.run import train
 
     result = train(tiny_config(tmp_path, run_name="plain", epochs=1))
-    for path in (Path(result["run_dir"]) / "checkpoints").glob("*.pt"):
+    written = sorted((Path(result["run_dir"]) / "checkpoints").glob("*.pt"))
+    assert [p.name.split("_")[0] for p in written] == ["best", "last"]  # the loop below has files to check
+    for path in written:
         torch.load(path, weights_only=True)  # raises on anything but tensors and plain Python values
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -82,8 +83,14 @@ def test_every_listed_mistake_is_misclassified_by_the_saved_model(smoke_run):
     assert probs_listed == sorted(probs_listed, reverse=True)  # default order: most confident first
 
 
-def test_explain_draws_both_figures_from_the_same_images(smoke_run, monkeypatch):
-    run_dir, _ = smoke_run
+@pytest.fixture
+def smoke_copy(smoke_run, tmp_path) -> Path:
+    """A private copy of the shared smoke run, for tests that rewrite its files (explain, evaluate)."""
+    return Path(shutil.copytree(smoke_run[0], tmp_path / "smoke"))
+
+
+def test_explain_draws_both_figures_from_the_same_images(smoke_copy, monkeypatch):
+    run_dir = smoke_copy
     drawn = {}
     real_grid, real_cam = figures.misclassified_grid, figures.gradcam_grid
 
@@ -107,16 +114,40 @@ def test_explain_draws_both_figures_from_the_same_images(smoke_run, monkeypatch)
     np.testing.assert_array_equal(drawn["grid"][1], drawn["cam"][1])
 
 
-def test_explain_gradcam_plus_plus_and_evaluate(smoke_run, capsys):
-    run_dir, _ = smoke_run
+def test_explain_gradcam_plus_plus_and_evaluate(smoke_copy, capsys):
+    run_dir = smoke_copy
+    before = (run_dir / "gradcam.png").read_bytes()
     assert cli.main(["explain", "--run", str(run_dir), "--method", "gradcam++", "--layer", "layer3"]) == 0
-    assert json.loads((run_dir / "misclassified.json").read_text())["method"] == "gradcam++"
+    listed = json.loads((run_dir / "misclassified.json").read_text())
+    assert listed["method"] == "gradcam++" and listed["layer"] == "layer3"
+    assert (run_dir / "gradcam.png").read_bytes() != before  # redrawn with the other method and layer
     capsys.readouterr()
     assert cli.main(["evaluate", "--run", str(run_dir)]) == 0
     out = capsys.readouterr().out
-    evaluation = json.loads((run_dir / "evaluation.json").read_text())
-    assert f"{100 * evaluation['test_accuracy']:.2f}%" in out
+    trained = json.loads((run_dir / "history.json").read_text())["final_test"]  # what training wrote
+    assert f"accuracy {100 * trained['test_accuracy']:.2f}%" in out
     assert "per-class accuracy" in out and "class0" in out
+
+
+def test_best_checkpoint_holds_the_best_val_epoch_and_explains(smoke_copy, capsys):
+    run_dir = smoke_copy
+    history = json.loads((run_dir / "history.json").read_text())["epochs"]
+    best = max(history, key=lambda r: r["val_accuracy"])
+    (path,) = (run_dir / "checkpoints").glob("best_model_*.pt")
+    assert path.name == f"best_model_{best['epoch']}_val_accuracy={best['val_accuracy']:.4f}.pt"
+    assert cli.main(["explain", "--run", str(run_dir), "--which", "best"]) == 0
+    assert json.loads((run_dir / "misclassified.json").read_text())["model"] == path.name
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--run", str(run_dir), "--which", "best"]) == 0
+    assert f"checkpoint: {path}" in capsys.readouterr().out
+
+
+def test_figures_have_pixels_that_vary(smoke_run):
+    from PIL import Image
+
+    for name in ("curves.png", "misclassified.png", "gradcam.png", "confusion.png"):
+        pixels = np.asarray(Image.open(smoke_run[0] / name).convert("L"))
+        assert pixels.std() > 10, name  # not a blank canvas
 
 
 def test_evaluation_matches_the_last_val_epoch(smoke_run):
