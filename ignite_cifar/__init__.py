@@ -8,8 +8,8 @@ The public API: `Config` (every setting of a run; `make_config` builds a validat
 
 from .config import Config, make_config
 from .gradcam import GradCAM
+from .launch import train
 from .models import build_model
-from .run import train
 
 __all__ = ["Config", "GradCAM", "build_model", "make_config", "train"]
 __version__ = "0.1.0"

@@ -1,3 +1,5 @@
+"""`python -m ignite_cifar`: the command line (cli.py)."""
+
 import sys
 
 from .cli import main

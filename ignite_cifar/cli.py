@@ -1,4 +1,4 @@
-"""Argument parsing only: argv -> Config (or explain/evaluate options) -> run.*. Errors end in one line, exit 2."""
+"""Argument parsing only: argv -> Config or explain/evaluate options -> launch / saved_run; errors: one line."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from dataclasses import fields
 from typing import Any, Sequence
 
 from .config import DEVICES, EXPLAIN_CHECKPOINTS, GRADCAM_METHODS, MISTAKE_ORDERS, Config, make_config, read_yaml
-from .errors import TrainingStopped, UserError
+from .errors import MachineError, TrainingStopped, UserError
 
 PROG = "ignite-cifar"
 
@@ -70,7 +70,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     """Defaults < --config file < flags; with --resume, the resumed run's config.yaml replaces the first two."""
     overrides: dict[str, Any] = {f.name: getattr(args, f.name) for f in fields(Config) if hasattr(args, f.name)}
     if overrides.get("resume"):
-        from .run import config_for_resume
+        from .resume import config_for_resume
 
         return config_for_resume(overrides["resume"], overrides)
     base = read_yaml(args.config) if args.config else {}
@@ -82,13 +82,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("ignite_cifar").setLevel(logging.INFO)
     warnings.filterwarnings("ignore", message=".*pin_memory.*")
+    if hasattr(signal, "SIGXFSZ"):  # past a file-size limit, a write fails (one clear line) instead of killing us
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         if args.command == "train":
-            from .run import train
+            from .launch import train
 
             train(config_from_args(args))
         elif args.command == "explain":
-            from .run import explain_saved_run
+            from .saved_run import explain_saved_run
 
             if args.n < 1:
                 raise UserError(f"n: must be >= 1, got {args.n}")
@@ -97,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{len(summary['mistakes'])} misclassified images explained; wrote "
                   + ", ".join(summary["files"].values()))
         else:
-            from .run import evaluate_saved_run
+            from .saved_run import evaluate_saved_run
 
             s = evaluate_saved_run(args.run, args.checkpoint, args.which, args.device)
             print(f"checkpoint: {s['checkpoint']}")
@@ -110,9 +112,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    except MachineError as exc:
+        if args.debug:
+            raise
+        print(f"{PROG}: error: {exc} (--debug shows the traceback)", file=sys.stderr)
+        return exc.exit_code
     except TrainingStopped as exc:
-        for name in ("SIGINT", "SIGTERM"):  # the stop is done and saved; a repeated Ctrl-C must not add a traceback
-            signal.signal(getattr(signal, name), signal.SIG_IGN)
+        from .stopping import ignore_stop_signals
+
+        ignore_stop_signals()  # the stop is done and saved; a repeated Ctrl-C must not add a traceback
         print(f"{PROG}: {exc}", file=sys.stderr)
         return exc.exit_code
     return 0

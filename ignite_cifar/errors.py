@@ -1,4 +1,4 @@
-"""Errors a user can cause: the CLI turns each into one line on stderr and exit code 2."""
+"""Errors the CLI turns into one line on stderr: a user's (exit 2), the machine's (exit 1), a stop."""
 
 
 class UserError(Exception):
@@ -15,6 +15,13 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
     """A file is not a checkpoint of this project, or does not fit the model."""
+
+
+class MachineError(Exception):
+    """The machine failed a write (a full disk, a vanished folder, a file-size limit): exit code 1. The message
+    names the file and the cause, and, during training, the last good checkpoint."""
+
+    exit_code = 1
 
 
 class TrainingStopped(Exception):

@@ -43,6 +43,24 @@ def write_explanations(model: nn.Module, test: Split, classes: list[str], mean, 
 
     Writes misclassified.json (the one list both figures are drawn from), misclassified.png, gradcam.png,
     confusion.png and evaluation.json (test loss, accuracy, per-class accuracy, confusion matrix).
+
+    Args:
+        model: the trained network (left in the train/eval mode it had).
+        test: the test split as uint8 images and labels.
+        classes: class names, index = label.
+        mean, std: the training split's channel statistics, to normalize and de-normalize the images.
+        run_dir: the run folder the files go to.
+        device: where the evaluation and GradCAM run.
+        n: how many misclassified images to show and explain.
+        order: `confident` (highest predicted probability first) or `first` (dataset order).
+        method: `gradcam` or `gradcam++`.
+        layer: dotted name of the module GradCAM explains.
+        tb_writer: a TensorBoard SummaryWriter that also gets the figures, or None.
+        step: the TensorBoard step of those figures (the epoch).
+        source: which model this is (`final`, a checkpoint's name), recorded in the JSON files.
+
+    Returns:
+        evaluation.json's summary plus `files` (what was written) and `mistakes` (the explained entries).
     """
     run_dir = Path(run_dir)
     predictions = evaluate_split(model, test, mean, std, device)

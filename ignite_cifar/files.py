@@ -13,8 +13,13 @@ from typing import Any, Callable
 
 import torch
 
-from .errors import CheckpointError
+from .errors import CheckpointError, MachineError
 
+# A run folder: config.yaml (with a `derived` section: what the run computed, not what the user set),
+# history.json, checkpoints/, figures, tb/.
+CONFIG_FILE = "config.yaml"
+HISTORY_FILE = "history.json"
+DERIVED = "derived"
 CHECKPOINT_DIR = "checkpoints"
 LAST_PREFIX = "last"
 _UMASK = os.umask(0)
@@ -35,10 +40,33 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise MachineError(f"cannot write {path}: {write_failure_cause(path.parent, exc)}") from exc
         raise
+
+
+def write_failure_cause(folder: Path, exc: BaseException) -> str:
+    """Why a write into `folder` failed, in words: the OS's reason, or (torch's zip writer reports only that its
+    position is off) what the folder and the process limits say."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    if not Path(folder).is_dir():
+        return f"{folder} no longer exists"
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if limit != resource.RLIM_INFINITY:
+            return f"the process may write files of at most {limit} bytes (ulimit -f)"
+    except (ImportError, ValueError, OSError):
+        pass
+    stats = os.statvfs(folder)
+    if stats.f_bavail * stats.f_frsize < 64 * 2**20:
+        return "the disk is (nearly) full"
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -75,7 +103,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
     if not isinstance(data, dict):
-        raise CheckpointError(f"{path} is not a checkpoint of this project (found {type(data).__name__}, expected a dict)")
+        raise CheckpointError(f"{path} is not a checkpoint of this project "
+                              f"(found {type(data).__name__}, expected a dict)")
     return data
 
 
@@ -117,3 +146,14 @@ def find_checkpoint(run_dir: str | os.PathLike, prefix: str = LAST_PREFIX) -> Pa
     folder = Path(run_dir) / CHECKPOINT_DIR
     found = sorted(folder.glob(f"{prefix}_*.pt"), key=_step) if folder.is_dir() else []
     return found[-1] if found else None
+
+
+def run_dir_of(checkpoint: Path) -> Path:
+    """The run folder a checkpoint belongs to (RUN/checkpoints/x.pt -> RUN; a loose file -> its folder)."""
+    return checkpoint.parent.parent if checkpoint.parent.name == CHECKPOINT_DIR else checkpoint.parent
+
+
+def check_run_folder(run_dir: Path, flag: str) -> None:
+    """Refuse a folder without the config.yaml every run folder of this project has (`flag` names the option)."""
+    if not (Path(run_dir) / CONFIG_FILE).is_file():
+        raise CheckpointError(f"{flag}: {run_dir} has no {CONFIG_FILE}; is it a run folder of ignite-cifar?")

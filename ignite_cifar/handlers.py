@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import math
-import signal
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver, PiecewiseLinear, global_step_from_engine
@@ -18,6 +16,7 @@ from ignite.handlers.tensorboard_logger import TensorboardLogger
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from . import files
+from .errors import MachineError
 
 log = logging.getLogger("ignite_cifar")
 
@@ -149,6 +148,18 @@ class NonFiniteLossGuard:
                 engine.terminate()
 
 
+class CheckpointSaver(DiskSaver):
+    """ignite's atomic DiskSaver, whose failed writes (torch reports a full disk as a zip writer's position error)
+    become a MachineError naming the file and the cause; the temporary file is removed by DiskSaver itself."""
+
+    def __call__(self, checkpoint, filename: str, metadata=None) -> None:
+        try:
+            super().__call__(checkpoint, filename, metadata)
+        except (OSError, RuntimeError) as exc:
+            cause = files.write_failure_cause(Path(self.dirname), exc)
+            raise MachineError(f"cannot write {Path(self.dirname) / filename}: {cause}") from exc
+
+
 def attach_checkpoints(trainer: Engine, val_evaluator: Engine, to_save: dict[str, Any], run_dir: Path,
                        model: torch.nn.Module) -> tuple[Checkpoint, Checkpoint]:
     """`last_checkpoint_<iteration>.pt` (everything needed to resume); `best_model_*.pt` by val accuracy.
@@ -157,10 +168,10 @@ def attach_checkpoints(trainer: Engine, val_evaluator: Engine, to_save: dict[str
     so the saved scheduler state already includes that epoch's val loss.
     """
     folder = run_dir / files.CHECKPOINT_DIR
-    last = Checkpoint(to_save, DiskSaver(str(folder), require_empty=False, atomic=True),
+    last = Checkpoint(to_save, CheckpointSaver(str(folder), require_empty=False, atomic=True),
                       filename_prefix=files.LAST_PREFIX, n_saved=1,
                       global_step_transform=lambda engine, _: engine.state.iteration)
-    best = Checkpoint({"model": model}, DiskSaver(str(folder), require_empty=False, atomic=True),
+    best = Checkpoint({"model": model}, CheckpointSaver(str(folder), require_empty=False, atomic=True),
                       filename_prefix=files.BEST_PREFIX, n_saved=1,
                       score_function=lambda engine: float(engine.state.metrics["accuracy"]),
                       score_name="val_accuracy", global_step_transform=global_step_from_engine(trainer))
@@ -261,92 +272,3 @@ def attach_epoch_log(trainer: Engine, val_evaluator: Engine, val_loader, optimiz
             log.warning("non-finite loss in epoch %d", record["epoch"])
         if on_record is not None:
             on_record(record)
-
-
-class StopRequests:
-    """Ctrl-C and SIGTERM stop training at the next safe point, never halfway through a step or an epoch's end.
-
-    Safe points: after a whole iteration (step, metrics and logs done), and after an epoch's evaluation, history
-    record, plateau step and checkpoint. A signal only raises a flag; the handler at the next safe point turns it
-    into KeyboardInterrupt, so the checkpoint written then is consistent. A second signal (a second or more
-    later) stops at once. Once the last epoch is saved (while the explanations are written) a signal stops at once
-    too. With several processes the flag is all-reduced (every `every` iterations and at each epoch's end) so all
-    ranks stop at the same point.
-    """
-
-    SIGNALS = ("SIGINT", "SIGTERM")
-    ECHO_SECONDS = 1.0  # a second signal sooner than this after the first is taken as the same request
-
-    def __init__(self, world_size: int = 1, every: int = 10):
-        self.world_size, self.every = world_size, max(1, every)
-        self.signum: int | None = None
-        self.forced = False        # a second signal stopped us wherever we were
-        self.training_done = False  # the last epoch is saved; what runs now is the completion handler
-        self.stopping = False       # the stop is under way (checkpoint, shutdown): further signals are ignored
-        self._previous: dict[int, Any] = {}
-        self._first_at = 0.0
-
-    # -- signals
-    def install(self) -> "StopRequests":
-        for name in self.SIGNALS:
-            signum = getattr(signal, name)
-            try:
-                self._previous[signum] = signal.signal(signum, self._on_signal)
-            except ValueError:  # not the main thread (e.g. inside a thread pool): leave signals alone
-                pass
-        return self
-
-    def restore(self) -> None:
-        for signum, previous in self._previous.items():
-            signal.signal(signum, previous)
-        self._previous.clear()
-
-    def _on_signal(self, signum, frame) -> None:
-        if self.stopping:
-            return
-        if self.training_done:
-            self.signum = self.signum or signum
-            self._stop()
-        if self.signum is not None:
-            if time.monotonic() - self._first_at < self.ECHO_SECONDS:
-                return  # the same stop reaching us twice (a process group's signal and a launcher's relay)
-            self.forced = True
-            self._stop()
-        self.signum, self._first_at = signum, time.monotonic()
-        log.info("stopping after the current %s (send the signal again to stop at once)",
-                 "iteration or epoch end" if self.world_size == 1 else "safe point")
-
-    def _stop(self) -> None:
-        self.stopping = True
-        raise KeyboardInterrupt
-
-    @property
-    def sigterm(self) -> bool:
-        return self.signum == signal.SIGTERM
-
-    # -- safe points
-    def _requested(self) -> bool:
-        if self.world_size == 1:
-            return self.signum is not None
-        flag = torch.tensor([1.0 if self.signum is not None else 0.0], device=idist.device())
-        return bool(idist.all_reduce(flag, op="MAX").item() > 0)
-
-    def attach(self, trainer: Engine) -> None:
-        """Attach last, so the checks run after every other handler of the same event."""
-
-        def after_iteration(engine: Engine) -> None:
-            i, length = engine.state.iteration, engine.state.epoch_length or 0
-            if length and i % length == 0:
-                return  # the epoch's end comes next: stop after it, not before its evaluation and checkpoint
-            if (self.world_size == 1 or i % self.every == 0) and self._requested():
-                self._stop()
-
-        def after_epoch(engine: Engine) -> None:
-            requested = self._requested()
-            if engine.state.epoch >= (engine.state.max_epochs or 0):
-                self.training_done = True
-            if requested:
-                self._stop()
-
-        trainer.add_event_handler(Events.ITERATION_COMPLETED, after_iteration)
-        trainer.add_event_handler(Events.EPOCH_COMPLETED, after_epoch)

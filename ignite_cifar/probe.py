@@ -22,7 +22,18 @@ TAG = "probe/gradcam"
 
 
 class GradCAMProbe:
-    """GradCAM of `model` for each probe image's true and predicted class, drawn as one figure."""
+    """GradCAM of `model` for each probe image's true and predicted class, drawn as one figure.
+
+    Args:
+        model: the network being trained (the plain module, not a DDP or compiled wrapper).
+        test: the test split the probe images are drawn from.
+        classes: class names, index = label.
+        mean, std: the training split's channel statistics.
+        device: where GradCAM runs.
+        size: how many probe images (a class-stratified subset fixed by `seed`).
+        seed: the run's seed.
+        layer, method: what GradCAM explains and how (as for the completion figures).
+    """
 
     def __init__(self, model: nn.Module, test: Split, classes: list[str], mean, std, device: torch.device,
                  size: int, seed: int, layer: str = "layer4", method: str = "gradcam"):

@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny configs, a finished smoke run, the real-image archive."""
+"""Shared fixtures: a finished tiny run, the real-image archive extracted, a smoke run on the real images."""
 
 from __future__ import annotations
 
@@ -10,23 +10,13 @@ import pytest
 
 from ignite_cifar.config import make_config
 
-REPO = Path(__file__).resolve().parents[1]
-ARCHIVE = Path(os.environ.get("IGNITE_CIFAR_ARCHIVE", REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"))
-
-
-def tiny_config(tmp_path: Path, **overrides):
-    """A seconds-long synthetic run: narrow ResNet18, small subsets, no workers."""
-    values = dict(dataset="synthetic", width=0.0625, epochs=2, batch_size=50, lr=0.02, train_subset=300,
-                  test_subset=100, num_workers=0, output_dir=str(tmp_path / "runs"), run_name="tiny", log_every=2,
-                  n_misclassified=20)
-    values.update(overrides)
-    return make_config(values)
+from .helpers import ARCHIVE, tiny_config
 
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """One finished tiny run shared by the tests that only read its outputs."""
-    from ignite_cifar.run import train
+    from ignite_cifar.launch import train
 
     tmp = tmp_path_factory.mktemp("smoke")
     config = tiny_config(tmp, run_name="smoke")
@@ -52,7 +42,7 @@ def real_smoke_run(cifar_folder, tmp_path_factory):
     """The shipped smoke config on the real images, with the GradCAM probe after every epoch: (run folder,
     train()'s result, config)."""
     from ignite_cifar.config import read_yaml
-    from ignite_cifar.run import train
+    from ignite_cifar.launch import train
 
     tmp = tmp_path_factory.mktemp("real")
     config = make_config({**read_yaml("smoke"), "dataset": "folder", "data_dir": str(cifar_folder),

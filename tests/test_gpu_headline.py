@@ -13,7 +13,7 @@ import tarfile
 import pytest
 import yaml
 
-from .conftest import ARCHIVE, REPO
+from .helpers import ARCHIVE, REPO
 
 HANG_GUARD_S = 900  # not a speed limit: the dry run takes about a minute; this only keeps a hang from blocking CI
 

@@ -16,12 +16,11 @@ import pytest
 import torch
 import yaml
 
-from ignite_cifar import cli, files
-from ignite_cifar import run as run_module
-from ignite_cifar.errors import CheckpointError, TrainingStopped
-from ignite_cifar.run import train
+from ignite_cifar import cli, engines, files
+from ignite_cifar.errors import CheckpointError, MachineError, TrainingStopped
+from ignite_cifar.launch import train
 
-from .conftest import REPO, tiny_config
+from .helpers import REPO, tiny_config
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
@@ -46,13 +45,15 @@ def _image_folder(root: Path, classes=("a", "b"), test_classes=None, per_class=2
     return root
 
 
-@pytest.fixture
-def earlier_run(tmp_path):
-    """A finished run in the output folder every bad invocation below points at."""
-    from ignite_cifar.run import train
-
-    result = train(tiny_config(tmp_path, run_name="earlier", epochs=1))
-    return Path(result["run_dir"])
+CASE_IDS = [  # one per bad input below, so a failing case names itself
+    "missing-data-dir", "no-class-folders", "train-test-classes-differ", "class-without-images", "unreadable-image",
+    "unknown-flag", "epochs-not-integer", "epochs-zero", "lr-zero", "lr-negative", "batch-size-zero",
+    "subset-too-large", "val-split-one", "unknown-model", "unknown-norm", "probability-above-one",
+    "unknown-gradcam-layer", "unknown-gradcam-method", "unknown-mistake-order", "unknown-optimizer",
+    "label-smoothing-one", "label-smoothing-negative", "warmup-negative", "resume-with-other-optimizer",
+    "yaml-does-not-parse", "yaml-missing", "output-dir-not-writable", "run-name-exists", "resume-not-a-checkpoint",
+    "resume-other-architecture", "resume-missing",
+]
 
 
 def _cases(tmp: Path, earlier: Path):
@@ -70,8 +71,8 @@ def _cases(tmp: Path, earlier: Path):
     saved["width"] = 0.125
     (other_arch / "config.yaml").write_text(yaml.safe_dump(saved))
     folder = lambda name, **kw: str(_image_folder(tmp / name, **kw))  # noqa: E731
-    return [
-        # (argv, words the one-line message must contain)
+    # id: (argv, words the one-line message must contain)
+    return dict(zip(CASE_IDS, [
         (["--dataset", "folder", "--data-dir", str(tmp / "nowhere")] + out, ["does not exist", "--data-dir"]),
         (["--dataset", "folder", "--data-dir", folder("emptydir", classes=())] + out, ["no class folders"]),
         (["--dataset", "folder", "--data-dir", folder("differ", classes=("a", "b"), test_classes=("a", "c"))] + out,
@@ -105,24 +106,27 @@ def _cases(tmp: Path, earlier: Path):
         (["--resume", str(not_ckpt)], ["notes.pt"]),
         (["--resume", str(other_arch)], ["does not fit", "shape", "checkpoint (4,", "model (8,"]),
         (["--resume", str(tmp / "nothing-here")], ["does not exist"]),
-    ]
+    ]))
 
 
-def test_bad_input_exits_2_with_one_line_and_touches_nothing(tmp_path, earlier_run, capsys):
+@pytest.fixture(scope="module")
+def earlier_run(tmp_path_factory):
+    """A finished run in the output folder every bad invocation below points at (none may change it)."""
+    result = train(tiny_config(tmp_path_factory.mktemp("earlier"), run_name="earlier", epochs=1))
+    return Path(result["run_dir"])
+
+
+@pytest.mark.parametrize("case", CASE_IDS)
+def test_bad_input_exits_2_with_one_line_and_touches_nothing(case, tmp_path, earlier_run, capsys):
     before = _snapshot(earlier_run.parent)
-    failures = []
-    for argv, words in _cases(tmp_path, earlier_run):
-        capsys.readouterr()
-        try:
-            code = cli.main(["train"] + argv)
-        except SystemExit as exc:  # argparse's own errors
-            code = exc.code
-        err = capsys.readouterr().err.strip()
-        ok = (code == 2 and err.count("\n") == 0 and err.startswith("ignite-cifar: error:")
-              and "Traceback" not in err and all(w in err for w in words))
-        if not ok:
-            failures.append((argv, code, err))
-    assert not failures, "\n".join(f"{a} -> {c}: {e!r}" for a, c, e in failures)
+    argv, words = _cases(tmp_path, earlier_run)[case]
+    try:
+        code = cli.main(["train"] + argv)
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and err.startswith("ignite-cifar: error:"), err
+    assert "Traceback" not in err and all(w in err for w in words), (words, err)
     assert _snapshot(earlier_run.parent) == before
 
 
@@ -138,7 +142,7 @@ def test_bad_master_port_exits_2_before_anything_is_written(tmp_path, monkeypatc
 def test_spawned_runs_rendezvous_on_a_free_port(monkeypatch):
     import socket
 
-    from ignite_cifar.run import _master_port
+    from ignite_cifar.launch import master_port
 
     monkeypatch.delenv("MASTER_PORT", raising=False)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
@@ -146,12 +150,12 @@ def test_spawned_runs_rendezvous_on_a_free_port(monkeypatch):
             held.bind(("127.0.0.1", 2222))  # ignite's fixed default: a port another run may hold
         except OSError:
             pass  # someone holds it already, which serves the test as well
-        port = _master_port()
+        port = master_port()
         assert port != 2222
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", port))  # free when handed out
     monkeypatch.setenv("MASTER_PORT", "29511")
-    assert _master_port() == 29511
+    assert master_port() == 29511
 
 
 def test_offline_cifar10_download_exits_2_with_hint(tmp_path, monkeypatch, capsys):
@@ -166,7 +170,7 @@ def test_offline_cifar10_download_exits_2_with_hint(tmp_path, monkeypatch, capsy
 
 
 def test_skip_bad_images_skips_and_counts(tmp_path):
-    from ignite_cifar.run import train
+    from ignite_cifar.launch import train
 
     data_dir = _image_folder(tmp_path / "imgs", corrupt="a", per_class=3)
     with pytest.warns(UserWarning, match="skipped 1 unreadable"):
@@ -216,7 +220,7 @@ def test_checkpoint_with_code_is_refused_and_nothing_runs(tmp_path, capsys):
 
 
 def test_checkpoints_hold_only_tensors_and_plain_values(tmp_path):
-    from ignite_cifar.run import train
+    from ignite_cifar.launch import train
 
     result = train(tiny_config(tmp_path, run_name="plain", epochs=1))
     written = sorted((Path(result["run_dir"]) / "checkpoints").glob("*.pt"))
@@ -233,7 +237,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
         Path(tmp).write_text('{"epochs": [1, 2')  # half written ...
         raise OSError("disk full")  # ... then the crash
 
-    with pytest.raises(OSError):
+    with pytest.raises(MachineError, match=f"cannot write {target}: disk full"):  # one line, naming file and cause
         files.atomic_write(target, crash)
     assert json.loads(target.read_text()) == {"epochs": [1]}
     assert [p.name for p in tmp_path.iterdir()] == ["history.json"]  # no temporary file left behind
@@ -276,8 +280,9 @@ def _metrics(run_dir) -> list[tuple]:
 
 
 def _send_signals(monkeypatch, factory: str, event, when, count: int = 1) -> None:
-    """Make run.<factory> attach a handler that sends `count` SIGTERMs to this process the first time when(engine)."""
-    real = getattr(run_module, factory)
+    """Make engines.<factory> attach a handler that sends `count` SIGTERMs to this process the first time
+    when(engine)."""
+    real = getattr(engines, factory)
     sent = []
 
     def wrapped(*args, **kwargs):
@@ -292,7 +297,7 @@ def _send_signals(monkeypatch, factory: str, event, when, count: int = 1) -> Non
 
         return engine
 
-    monkeypatch.setattr(run_module, factory, wrapped)
+    monkeypatch.setattr(engines, factory, wrapped)
 
 
 def _stopped_run(config) -> TrainingStopped:
@@ -340,7 +345,7 @@ def test_a_signal_mid_step_stops_after_that_step(smoke_run, tmp_path, monkeypatc
 def test_a_second_signal_stops_at_once_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     from ignite.engine import Events
 
-    from ignite_cifar.handlers import StopRequests
+    from ignite_cifar.stopping import StopRequests
 
     monkeypatch.setattr(StopRequests, "ECHO_SECONDS", 0.0)  # both signals below come within microseconds
     _send_signals(monkeypatch, "create_evaluator", Events.ITERATION_COMPLETED, lambda e: True, count=2)
@@ -395,3 +400,44 @@ def test_a_signal_in_the_last_epoch_leaves_a_finished_run_to_explain(tmp_path, m
     monkeypatch.undo()
     assert cli.main(["explain", "--run", str(run_dir), "--n", "2"]) == 0
     assert (run_dir / "gradcam.png").is_file()
+
+
+def _train_under_file_size_limit(args: list[str], limit: int) -> subprocess.CompletedProcess:
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (%d, %d)); "
+            "from ignite_cifar.cli import main; sys.exit(main(sys.argv[1:]))" % (limit, limit))
+    return subprocess.run([sys.executable, "-c", code, "train", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_a_write_the_machine_refuses_ends_in_one_line_and_keeps_the_last_checkpoint(tmp_path):
+    """A file-size limit (as a full disk would) makes the next checkpoint fail: exit 1, one line naming the file,
+    the cause and the last good checkpoint, which is still there and loads."""
+    run_dir = Path(train(tiny_config(tmp_path, run_name="limited", epochs=1))["run_dir"])
+    kept = files.find_checkpoint(run_dir)
+    done = _train_under_file_size_limit(["--resume", str(run_dir), "--epochs", "2"], 100_000)
+    last_line = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert last_line.startswith(f"ignite-cifar: error: cannot write {run_dir / 'checkpoints'}")
+    assert "ulimit -f" in last_line and f"Last good checkpoint: {kept}" in last_line
+    assert files.find_checkpoint(run_dir) == kept and files.load_checkpoint(kept)["trainer"]["iteration"] == 6
+    assert not list((run_dir / "checkpoints").glob("*.tmp")) and not list((run_dir / "checkpoints").glob("tmp*"))
+
+
+def test_a_vanished_output_folder_ends_in_one_line(tmp_path, monkeypatch, capsys):
+    from ignite.engine import Events
+
+    real = engines.create_trainer
+
+    def vanishing(*args, **kwargs):
+        trainer = real(*args, **kwargs)
+        trainer.add_event_handler(Events.ITERATION_COMPLETED(once=3),
+                                  lambda _: shutil.rmtree(tmp_path / "runs" / "gone"))
+        return trainer
+
+    monkeypatch.setattr(engines, "create_trainer", vanishing)
+    config = tiny_config(tmp_path, run_name="gone", epochs=1)
+    argv = ["train", "--dataset", "synthetic", "--width", "0.0625", "--epochs", "1", "--num-workers", "0",
+            "--train-subset", "300", "--test-subset", "100", "--batch-size", "50", "--output-dir",
+            config.output_dir, "--run-name", "gone"]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("ignite-cifar: error: cannot write") and "gone" in err and "Last good checkpoint" in err

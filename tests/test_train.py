@@ -13,15 +13,15 @@ import torch
 import yaml
 from ignite.engine import Events
 
-from ignite_cifar import cli, figures, files
-from ignite_cifar import run as run_module
+from ignite_cifar import cli, engines, figures, files, saved_run
 from ignite_cifar.augment import normalize_array
 from ignite_cifar.data import load_data
 from ignite_cifar.errors import TrainingStopped
+from ignite_cifar.launch import train
 from ignite_cifar.models import ResNet
-from ignite_cifar.run import load_run, train
+from ignite_cifar.saved_run import load_run
 
-from .conftest import tiny_config
+from .helpers import tiny_config
 
 METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "iteration")
 
@@ -182,7 +182,7 @@ def test_plateau_scheduler_reduces_lr_and_logs_it(tmp_path, caplog):
 
 
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-    real = run_module.create_trainer
+    real = engines.create_trainer
 
     def poisoned(*args, **kwargs):
         trainer = real(*args, **kwargs)
@@ -193,7 +193,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypat
 
         return trainer
 
-    monkeypatch.setattr(run_module, "create_trainer", poisoned)
+    monkeypatch.setattr(engines, "create_trainer", poisoned)
     with pytest.raises(TrainingStopped, match="at iteration 9 .epoch 2.") as stopped:
         train(tiny_config(tmp_path, run_name="nan", epochs=3))
     run_dir = tmp_path / "runs" / "nan"
@@ -340,5 +340,27 @@ def test_channels_last_applies_on_cpu_and_the_saved_model_evaluates_alike(tmp_pa
     derived = yaml.safe_load((run_dir / "config.yaml").read_text())["derived"]
     assert derived["precision"] == "fp32, channels_last"
     # the checkpoint loads into a fresh (contiguous) model and gives the accuracy the last epoch recorded
-    evaluated = run_module.evaluate_saved_run(str(run_dir), None, device="cpu")
+    evaluated = saved_run.evaluate_saved_run(str(run_dir), None, device="cpu")
     assert evaluated["test_accuracy"] == pytest.approx(_metrics(run_dir)[-1]["val_accuracy"], abs=1e-9)
+
+
+def test_evaluation_and_mistakes_agree_with_an_independent_prediction(smoke_run):
+    """Recompute everything from the saved model over the whole test split, without the project's own helpers."""
+    run_dir, _ = smoke_run
+    config, derived, model, _, _ = load_run(str(run_dir))
+    test = load_data(config).test
+    with torch.no_grad():
+        probs = model.eval()(normalize_array(test.images, derived["mean"], derived["std"])).softmax(1)
+    confidence, pred = (t.numpy() for t in probs.max(1))
+    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    per_class = evaluation["per_class_accuracy"]
+    for k, name in enumerate(derived["classes"]):
+        assert per_class[name] == pytest.approx(float((pred[test.labels == k] == k).mean()))
+    # the subset is stratified (10 images per class): the mean of the per-class accuracies is the accuracy
+    assert np.mean(list(per_class.values())) == pytest.approx(evaluation["test_accuracy"])
+    assert evaluation["test_accuracy"] == pytest.approx(float((pred == test.labels).mean()))
+    wrong = np.flatnonzero(pred != test.labels)
+    most_confident = wrong[np.argsort(-confidence[wrong], kind="stable")][:20]
+    listed = json.loads((run_dir / "misclassified.json").read_text())
+    assert listed["total_misclassified"] == len(wrong)
+    assert sorted(m["index"] for m in listed["mistakes"]) == sorted(most_confident.tolist())

@@ -1,0 +1,220 @@
+"""`train(config)`: check everything a user can get wrong, then run one training per process via `idist.Parallel`.
+
+One process, `--nproc-per-node N` spawned ones, or torchrun's: the same per-process function (trainer.py) runs in
+each. Spawned processes report how they stopped through a small outcome file, which the launcher turns back into
+the usual one-line error or stop.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import json
+import logging
+import os
+import socket
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ignite
+import ignite.distributed as idist
+import torch
+from ignite.utils import setup_logger
+from torch.multiprocessing.spawn import ProcessExitedException, ProcessRaisedException
+
+from . import files
+from .augment import build_test_transform, build_train_transform, describe
+from .config import Config
+from .data import DataSplits, channel_stats, load_data
+from .errors import ConfigError, MachineError, TrainingStopped, UserError
+from .gradcam import UnknownLayerError, resolve_layer
+from .recipe import configured_model
+from .resume import check_checkpoint_fits, check_resume_flags, resolve_resume
+from .stopping import StopRequests, launcher_signals
+
+# ignite's launcher and auto_* helpers log every call at INFO; our own epoch lines say what matters.
+for _name in ("auto_dataloader", "auto_model", "auto_optim"):
+    setup_logger(f"ignite.distributed.auto.{_name}", level=logging.WARNING)
+setup_logger("ignite.distributed.launcher.Parallel", level=logging.WARNING)
+
+
+@dataclass
+class LaunchPlan:
+    """What the launcher checked and resolved before any process starts training."""
+
+    config: Config
+    data: DataSplits
+    run_dir: Path
+    checkpoint: Path | None = None
+    checkpoint_state: dict[str, Any] | None = None  # loaded (as data) and checked once, in the launcher
+    derived: dict[str, Any] = field(default_factory=dict)
+    lr_override: float | None = None  # --lr given with --resume, different from the run's: replaces the saved lr
+    outcome_file: str | None = None  # spawned processes write how they stopped here, for the launcher
+
+
+def train(config: Config) -> dict[str, Any]:
+    """Train as configured; returns rank 0's summary (final val accuracy, run folder, epochs)."""
+    nproc = config.nproc_per_node if config.nproc_per_node > 1 and "WORLD_SIZE" not in os.environ else None
+    spawn = {"nproc_per_node": nproc, "master_port": master_port()} if nproc else {}
+    plan = plan_run(config)
+    result: dict[str, Any] = {}
+    if not nproc:
+        with idist.Parallel(backend=_backend(config)) as parallel:
+            parallel.run(train_in_process, plan, result)
+        return result
+    # Spawned processes cannot hand back a dict or an exception: they report how they stopped in a file.
+    logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)  # "Terminating process ..." on a stop
+    fd, plan.outcome_file = tempfile.mkstemp(prefix="ignite-cifar-outcome-", suffix=".json")
+    os.close(fd)
+    try:
+        with launcher_signals(), idist.Parallel(backend=_backend(config), **spawn) as parallel:
+            parallel.run(train_in_process, plan, result)
+    except (ProcessRaisedException, ProcessExitedException):
+        reported = _read_outcome(plan.outcome_file)
+        if reported is None:
+            raise
+        raise reported from None
+    finally:
+        os.unlink(plan.outcome_file)
+    result.update(_summary_from_disk(plan))  # what rank 0 wrote
+    return result
+
+
+def train_in_process(local_rank: int, plan: LaunchPlan, result: dict[str, Any]) -> None:
+    """One process's training (trainer.py), with its stop signals, outcome report and clean-up around it."""
+    from .trainer import train_process
+
+    stops = StopRequests(idist.get_world_size(), every=10).install()  # Ctrl-C / SIGTERM: stop at a safe point
+    try:
+        train_process(plan, result, stops)
+    except (TrainingStopped, UserError, MachineError) as exc:
+        _report_outcome(plan, exc)
+        raise
+    finally:
+        # The engines' handlers and the model refer to each other, so the (DDP-wrapped) model and the
+        # communication work its reducer holds would otherwise live on past ignite's destroy_process_group
+        # until interpreter shutdown, where freeing them can abort the process ("terminate called without
+        # an active exception", seen on a 2-process gloo run). Free them now, while everything is alive,
+        # and before the signal handlers go: a second Ctrl-C during this cleanup must not raise inside it.
+        gc.collect()
+        stops.restore()
+
+
+# ---------------------------------------------------------------- checks before any process starts
+def plan_run(config: Config) -> LaunchPlan:
+    """Everything that can fail because of the user's input, checked before training starts."""
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: cuda was asked for but no CUDA device is available; use --device cpu or auto")
+    if config.backend == "nccl" and not torch.cuda.is_available():
+        raise ConfigError("backend: nccl needs CUDA GPUs; use --backend gloo on CPU")
+    _check_layer(config)
+    checkpoint, lr_override = None, None
+    if config.resume:
+        checkpoint, run_dir = resolve_resume(config.resume)
+        lr_override = check_resume_flags(config, run_dir)
+    else:
+        out = Path(config.output_dir)
+        _check_writable(out)
+        run_dir = out / config.run_name if config.run_name else None
+        if run_dir is not None and run_dir.exists():
+            raise ConfigError(f"run_name: {run_dir} exists already; choose another --run-name, or continue it "
+                              f"with --resume {run_dir}")
+    data = load_data(config)
+    state = check_checkpoint_fits(config, len(data.classes), checkpoint) if checkpoint is not None else None
+    if run_dir is None:  # under torchrun every process picks one; the trainer keeps rank 0's
+        run_dir = _timestamped(Path(config.output_dir))
+    return LaunchPlan(config, data, run_dir, checkpoint, state, _derived(config, data), lr_override)
+
+
+def _derived(config: Config, data: DataSplits) -> dict[str, Any]:
+    """What the run computes from its data and setting: config.yaml's `derived` section."""
+    mean, std = channel_stats(data.train.images)
+    return {
+        "mean": mean, "std": std, "classes": list(data.classes),
+        "train_images": len(data.train), "val_images": len(data.val or data.test), "test_images": len(data.test),
+        "val_source": "held-out train" if data.val is not None else "test split",
+        "skipped_images": data.skipped_images,
+        "train_transform": describe(build_train_transform(config, mean, std)),
+        "test_transform": describe(build_test_transform(mean, std)),
+        "versions": {"torch": str(torch.__version__), "ignite": str(ignite.__version__),
+                     "python": sys.version.split()[0]},
+    }
+
+
+def _check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"output_dir: cannot write into {folder} ({exc.strerror}); "
+                          "choose another --output-dir") from None
+
+
+def _check_layer(config: Config) -> None:
+    narrow = configured_model(config, 10, width=min(config.width, 0.125))
+    try:
+        resolve_layer(narrow, config.gradcam_layer)
+    except UnknownLayerError as exc:
+        raise ConfigError(f"gradcam_layer: {exc}") from None
+
+
+def _timestamped(out: Path) -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir, k = out / stamp, 1
+    while run_dir.exists():
+        run_dir, k = out / f"{stamp}-{k}", k + 1
+    return run_dir
+
+
+def _backend(config: Config) -> str | None:
+    if config.nproc_per_node <= 1 and "WORLD_SIZE" not in os.environ:
+        return None
+    if config.backend != "auto":
+        return config.backend
+    return "nccl" if torch.cuda.is_available() and config.device != "cpu" else "gloo"
+
+
+def master_port() -> int:
+    """MASTER_PORT when set, else a free port: two spawned runs on one machine must not both take ignite's 2222."""
+    if os.environ.get("MASTER_PORT"):
+        value = os.environ["MASTER_PORT"]
+        if not value.isdigit() or not 0 < int(value) < 65536:
+            raise ConfigError(f"MASTER_PORT={value!r} is not a port number (1-65535); unset it to pick a free one")
+        return int(value)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# ---------------------------------------------------------------- how spawned processes stopped
+def _report_outcome(plan: LaunchPlan, exc: Exception) -> None:
+    """A spawned process's user error or stop, for the launcher (rank 0's wins; others only fill a gap)."""
+    path = Path(plan.outcome_file or "")
+    if not plan.outcome_file or (idist.get_rank() != 0 and path.stat().st_size):
+        return
+    kind = {TrainingStopped: "stopped", MachineError: "machine"}.get(type(exc), "user")
+    files.write_text(path, json.dumps({"kind": kind, "message": str(exc), "exit_code": getattr(exc, "exit_code", 2)}))
+
+
+def _read_outcome(path: str) -> Exception | None:
+    try:
+        data = json.loads(Path(path).read_text() or "null")
+    except (OSError, ValueError):
+        return None
+    if not data:
+        return None
+    if data["kind"] == "stopped":
+        return TrainingStopped(data["message"], exit_code=int(data["exit_code"]))
+    if data["kind"] == "machine":
+        return MachineError(data["message"])
+    return UserError(data["message"])
+
+
+def _summary_from_disk(plan: LaunchPlan) -> dict[str, Any]:
+    history = json.loads((plan.run_dir / files.HISTORY_FILE).read_text())
+    last = history["epochs"][-1] if history["epochs"] else {}
+    return {"run_dir": str(plan.run_dir), "val_accuracy": last.get("val_accuracy"), "epochs": len(history["epochs"])}

@@ -1,0 +1,82 @@
+"""A finished (or stopped) run read back from its folder: its model, and `explain` / `evaluate` on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import files
+from .config import Config, make_config, read_yaml
+from .data import load_data
+from .errors import CheckpointError, UserError
+from .explain import evaluate_split, evaluation_summary, write_explanations
+from .gradcam import resolve_layer
+from .recipe import configured_model
+
+
+def checkpoint_of(run_dir: Path, which: str) -> Path:
+    """The run's last checkpoint (`final`) or its best-val-accuracy model (`best`)."""
+    prefix = files.BEST_PREFIX if which == "best" else files.LAST_PREFIX
+    ckpt = files.find_checkpoint(run_dir, prefix)
+    if ckpt is None:
+        raise CheckpointError(f"run: {run_dir} has no {files.CHECKPOINT_DIR}/{prefix}_*.pt")
+    return ckpt
+
+
+def load_weights(model: nn.Module, ckpt: Path) -> nn.Module:
+    """`model` with the weights of checkpoint `ckpt` (read as data, checked against the architecture)."""
+    files.load_model_weights(model, files.model_state(files.load_checkpoint(ckpt), ckpt), ckpt)
+    return model
+
+
+def load_run(run: str | None = None, checkpoint: str | None = None, which: str = "final"):
+    """(config, derived, model on CPU, checkpoint path, run folder) of a saved run, from its folder or a
+    checkpoint in it."""
+    if checkpoint:
+        ckpt = Path(checkpoint)
+        run_dir = files.run_dir_of(ckpt)
+    else:
+        run_dir = Path(run or "")
+        if not run_dir.is_dir():
+            raise UserError(f"run: {run_dir} is not a run folder")
+        ckpt = checkpoint_of(run_dir, which)
+    state = files.load_checkpoint(ckpt)  # a file that is not a (safe) checkpoint is refused first
+    files.check_run_folder(run_dir, "run")
+    raw = read_yaml(str(run_dir / files.CONFIG_FILE))
+    derived = raw.pop(files.DERIVED, None) or {}
+    if not all(k in derived for k in ("classes", "mean", "std")):
+        raise UserError(f"run: {run_dir / files.CONFIG_FILE} lacks the derived classes/mean/std a finished run "
+                        "writes")
+    config: Config = make_config(raw)
+    model = configured_model(config, len(derived["classes"]))
+    files.load_model_weights(model, files.model_state(state, ckpt), ckpt)
+    return config, derived, model, ckpt, run_dir
+
+
+def _local_device(device: str) -> torch.device:
+    return torch.device("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+
+
+def explain_saved_run(run: str | None, checkpoint: str | None, n: int, order: str, method: str,
+                      layer: str, which: str = "final", device: str = "auto") -> dict[str, Any]:
+    """Regenerate a run's explanations (misclassified/gradcam/confusion) without training."""
+    config, derived, model, ckpt, run_dir = load_run(run, checkpoint, which)
+    resolve_layer(model, layer)  # an unknown name is a UserError that lists the valid ones
+    dev = _local_device(device)
+    data = load_data(config)
+    return write_explanations(model.to(dev), data.test, derived["classes"], derived["mean"], derived["std"], run_dir,
+                              dev, n=n, order=order, method=method, layer=layer, source=f"{ckpt.name}")
+
+
+def evaluate_saved_run(run: str | None, checkpoint: str | None, which: str = "final", device: str = "auto"):
+    """Test loss, accuracy and per-class accuracy of a saved run's model."""
+    config, derived, model, ckpt, _ = load_run(run, checkpoint, which)
+    dev = _local_device(device)
+    data = load_data(config)
+    summary = evaluation_summary(evaluate_split(model.to(dev), data.test, derived["mean"], derived["std"], dev),
+                                 derived["classes"])
+    summary["checkpoint"] = str(ckpt)
+    return summary

@@ -1,0 +1,335 @@
+"""One process's training, in the order it happens: builders that return objects, then one run, then the end.
+
+The same code on 1 CPU, N CPUs with gloo or N GPUs with nccl (launch.py starts it in each process).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import ignite.distributed as idist
+import torch
+from ignite.contrib.handlers import ProgressBar
+from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint
+from ignite.utils import manual_seed
+from torch import nn
+
+from . import engines, figures, files
+from .config import Config, dump_yaml
+from .engines import Precision
+from .errors import MachineError, TrainingStopped
+from .explain import write_explanations
+from .handlers import (
+    History,
+    NonFiniteLossGuard,
+    RNGState,
+    attach_checkpoints,
+    attach_epoch_log,
+    attach_epoch_seeding,
+    attach_plateau_scheduler,
+    attach_tensorboard,
+    attach_warmup,
+    current_lr,
+)
+from .loaders import Dataflow, build_dataflow, shut_down_workers
+from .probe import GradCAMProbe
+from .recipe import build_optimizer, configured_model, optimizer_settings, training_criterion
+from .saved_run import load_weights
+from .stopping import StopRequests
+from .tensorboard_views import HParamsLog, add_layout
+
+if TYPE_CHECKING:
+    from .launch import LaunchPlan
+
+log = logging.getLogger("ignite_cifar")
+
+
+@dataclass
+class Network:
+    model: nn.Module        # what the engines run: the model, DDP-wrapped with several processes
+    base_model: nn.Module   # the plain model inside (saved, explained, checksummed)
+    train_model: nn.Module  # what the training step calls: `model`, compiled with --compile
+    optimizer: torch.optim.Optimizer
+
+
+@dataclass
+class Run:
+    """The engines and the handlers whose state a checkpoint holds."""
+
+    trainer: Engine
+    evaluator: Engine
+    nan_guard: NonFiniteLossGuard
+    to_save: dict[str, Any]
+    last_checkpoint: Checkpoint
+
+
+@dataclass
+class Outputs:
+    """Rank 0's records of the run (None on the other ranks)."""
+
+    history: History | None = None
+    tb: Any = None
+    hparams: HParamsLog | None = None
+
+
+def train_process(plan: LaunchPlan, result: dict[str, Any], stops: StopRequests) -> None:
+    """Build, restore, attach, run, finish: each step one function below."""
+    config = plan.config
+    device = setup_process(config)
+    run_dir = shared_run_dir(plan)
+    precision = Precision.resolve(config.amp, config.channels_last, device)
+    flow = build_dataflow(config, plan.data, plan.derived["mean"], plan.derived["std"], device)
+    net = build_model_and_optimizer(config, len(plan.data.classes), device, precision)
+    run = build_engines(config, net, flow, device, precision, run_dir)
+    start_epoch = restore(plan, run, flow, net.optimizer)
+    outputs = attach_outputs(plan, run, net, flow, device, precision, run_dir, start_epoch)
+    stops.attach(run.trainer)  # last: its checks run after every other handler
+    try:
+        run.trainer.run(flow.train_loader, max_epochs=config.epochs)
+    except KeyboardInterrupt:
+        stops.stopping = True  # also when it came from elsewhere (a plain KeyboardInterrupt in a library call)
+        raise stopped(stops, run, outputs, run_dir) from None
+    except MachineError as exc:
+        kept = files.find_checkpoint(run_dir)
+        raise MachineError(f"{exc}; training stopped. Last good checkpoint: {kept or 'none (still in epoch 1)'}"
+                           + (f". Resume with: python -m ignite_cifar train --resume {run_dir}" if kept else "")
+                           ) from exc
+    finally:
+        shut_down_workers(flow.train_loader)
+    finish(config, run, net, outputs, device, run_dir, result)
+
+
+def setup_process(config: Config) -> torch.device:
+    """Seeds, threads and logging of this process; returns its device."""
+    device = torch.device("cpu") if config.device == "cpu" else idist.device()
+    if device.type == "cpu" and idist.get_nproc_per_node() > 1:
+        # N processes x all cores each would oversubscribe the CPU many times over.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // idist.get_nproc_per_node()))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed 32x32 inputs: let cuDNN pick its fastest convolutions
+    manual_seed(config.seed)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    # ignite logs "Engine run is terminating due to exception" for every stop; the CLI reports each in one line
+    logging.getLogger("ignite.engine.engine.Engine").setLevel(logging.CRITICAL)
+    log.setLevel(logging.INFO if idist.get_rank() == 0 else logging.WARNING)
+    return device
+
+
+def shared_run_dir(plan: LaunchPlan) -> Path:
+    """Every process uses rank 0's run folder (under torchrun each process planned its own name)."""
+    run_dir = plan.run_dir
+    if idist.get_world_size() > 1:
+        run_dir = Path(idist.broadcast(str(run_dir), src=0, safe_mode=True))
+    if idist.get_rank() == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def build_model_and_optimizer(config: Config, num_classes: int, device: torch.device,
+                              precision: Precision) -> Network:
+    base_model = configured_model(config, num_classes)
+    if precision.channels_last:
+        base_model = base_model.to(memory_format=torch.channels_last)
+    model = idist.auto_model(base_model)
+    base_model = model.module if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model
+    # Only the training step is compiled. Evaluation stays eager: compiling it would add graphs (eval mode, its
+    # own batch sizes) whose compile time outweighs what they save on 10,000 images an epoch.
+    # dynamic=False: the epoch's last, smaller batch gets its own static graph instead of turning every step
+    # into a dynamic-shape one.
+    train_model = torch.compile(model, dynamic=False) if config.compile else model
+    optimizer = idist.auto_optim(build_optimizer(config, model.parameters()))
+    return Network(model, base_model, train_model, optimizer)
+
+
+def build_engines(config: Config, net: Network, flow: Dataflow, device: torch.device, precision: Precision,
+                  run_dir: Path) -> Run:
+    """Trainer and evaluator with the handlers that shape training and what a checkpoint holds."""
+    trainer = engines.create_trainer(net.train_model, net.optimizer, training_criterion(config).to(device), device,
+                                     precision)
+    evaluator = engines.create_evaluator(net.model, nn.CrossEntropyLoss().to(device), device, precision)
+    attach_epoch_seeding(trainer, flow.sampler, flow.train_dataset)
+    nan_guard = NonFiniteLossGuard(every=config.log_every).attach(trainer)
+    plateau = attach_plateau_scheduler(evaluator, net.optimizer, config.plateau_factor, config.plateau_patience,
+                                       config.min_lr)
+    to_save: dict[str, Any] = {"model": net.base_model, "optimizer": net.optimizer, "scheduler": plateau,
+                               "trainer": trainer, "rng": RNGState()}
+    if config.warmup_epochs:
+        to_save["warmup"] = attach_warmup(trainer, net.optimizer, config.lr, config.warmup_epochs,
+                                          len(flow.train_loader), plateau)
+    if precision.scaler is not None:
+        to_save["scaler"] = precision.scaler
+    last, _best = attach_checkpoints(trainer, evaluator, to_save, run_dir, net.base_model)
+    return Run(trainer, evaluator, nan_guard, to_save, last)
+
+
+def restore(plan: LaunchPlan, run: Run, flow: Dataflow, optimizer: torch.optim.Optimizer) -> int:
+    """Load the resumed checkpoint into everything it saved; returns the epochs already done (0 for a new run)."""
+    if plan.checkpoint_state is None:
+        return 0
+    config, trainer = plan.config, run.trainer
+    # Spawned processes received these tensors through shared memory, and the optimizer keeps loaded
+    # momentum buffers as they are: without a private copy every process would update the same buffers.
+    state = _private_copy(plan.checkpoint_state)
+    Checkpoint.load_objects(to_load={k: v for k, v in run.to_save.items() if k in state}, checkpoint=state)
+    epoch_length = trainer.state.epoch_length or len(flow.train_loader)
+    # A mid-epoch checkpoint (written on interrupt) resumes on the batches that epoch had not reached yet.
+    flow.sampler.skip = (trainer.state.iteration % epoch_length) * (flow.train_loader.batch_size or 1)
+    for group in optimizer.param_groups:  # as configured now, which is the saved config plus today's flags
+        group.update(optimizer_settings(config))
+    if plan.lr_override is not None:
+        saved_lr = current_lr(optimizer)
+        for group in optimizer.param_groups:
+            group["lr"] = plan.lr_override
+        log.info("lr %.3g from --lr replaces the checkpoint's %.3g", plan.lr_override, saved_lr)
+    return trainer.state.iteration // epoch_length
+
+
+def attach_outputs(plan: LaunchPlan, run: Run, net: Network, flow: Dataflow, device: torch.device,
+                   precision: Precision, run_dir: Path, start_epoch: int) -> Outputs:
+    """Logs, records and explanations, attached in the order they must run:
+
+    1. TensorBoard's per-iteration and per-epoch scalars (rank 0);
+    2. at each epoch's end, the val evaluation and the epoch's record (every rank evaluates; metrics are reduced);
+    3. the GradCAM probe, after the evaluation, so it shows the weights the epoch's val metrics saw;
+    4. the last checkpoint, after the evaluation, so the plateau scheduler's saved state includes this epoch;
+    5. when training completes, the explanations of the final (or best) model.
+    """
+    config, rank, trainer = plan.config, idist.get_rank(), run.trainer
+    outputs = Outputs()
+    if rank == 0:
+        config_text = dump_yaml({**config.to_dict(), files.DERIVED: {
+            **plan.derived, "world_size": idist.get_world_size(), "device": str(device),
+            "precision": precision.describe(), "data_workers": flow.workers}})
+        files.write_text(run_dir / files.CONFIG_FILE, config_text)
+        outputs.history = History.resume(run_dir / files.HISTORY_FILE, start_epoch)
+        outputs.tb = attach_tensorboard(run_dir / "tb", trainer, run.evaluator, net.optimizer, config.log_every,
+                                        config_text)
+        outputs.hparams = HParamsLog(outputs.tb.writer, config)
+        add_layout(outputs.tb.writer)
+        if sys.stderr.isatty():  # a bar redrawn 400 times an epoch is noise in a log file
+            ProgressBar(persist=False).attach(trainer, output_transform=lambda out: {"loss": out["loss"]})
+        log.info("run folder: %s | %s x%d on %s (%s) | %d train / %d val images | %s", run_dir, config.model,
+                 idist.get_world_size(), device, precision.describe(), len(plan.data.train), len(flow.val_split),
+                 f"resuming after epoch {start_epoch}" if plan.checkpoint else "from scratch")
+    attach_epoch_log(trainer, run.evaluator, flow.val_loader, net.optimizer, outputs.history, len(plan.data.train),
+                     config.batch_size, on_record=_after_record(outputs, run_dir) if rank == 0 else None)
+    if rank == 0 and config.probe_every > 0:
+        mean, std = plan.derived["mean"], plan.derived["std"]
+        GradCAMProbe(net.base_model, plan.data.test, plan.data.classes, mean, std, device, config.probe_size,
+                     config.seed, config.gradcam_layer, config.gradcam_method).attach(trainer, outputs.tb.writer,
+                                                                                      config.probe_every)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, run.last_checkpoint)
+    if rank == 0:
+        trainer.add_event_handler(Events.COMPLETED, _explain_on_completion(plan, run, net, outputs, device, run_dir))
+    return outputs
+
+
+def _after_record(outputs: Outputs, run_dir: Path):
+    def redraw(_record) -> None:
+        fig = figures.curves(outputs.history.records)
+        files.save_figure(fig, run_dir / "curves.png", dpi=110)
+        figures.close(fig)
+        outputs.hparams.record_epochs(outputs.history.records)
+
+    return redraw
+
+
+def _explain_on_completion(plan: LaunchPlan, run: Run, net: Network, outputs: Outputs, device: torch.device,
+                           run_dir: Path):
+    config, data = plan.config, plan.data
+
+    def explain(engine: Engine) -> None:
+        if run.nan_guard.iteration is not None:
+            return
+        model, source = net.base_model, "final"
+        best = files.find_checkpoint(run_dir, files.BEST_PREFIX) if config.explain_checkpoint == "best" else None
+        if best is not None:
+            model, source = load_weights(copy.deepcopy(net.base_model), best), f"best ({best.name})"
+        summary = write_explanations(
+            model, data.test, data.classes, plan.derived["mean"], plan.derived["std"], run_dir, device,
+            n=config.n_misclassified, order=config.mistake_order, method=config.gradcam_method,
+            layer=config.gradcam_layer, tb_writer=outputs.tb.writer, step=engine.state.epoch, source=source)
+        outputs.history.extra["final_test"] = {k: summary[k] for k in ("test_loss", "test_accuracy",
+                                                                        "per_class_accuracy")}
+        outputs.history.write()
+        outputs.hparams.record_completion(summary["test_accuracy"], summary["test_loss"], engine.state.epoch)
+        log.info("test accuracy (%s model): %.2f%% on %d images; %d mistakes explained in %s",
+                 source, 100 * summary["test_accuracy"], summary["test_images"], len(summary["mistakes"]),
+                 run_dir / "gradcam.png")
+
+    return explain
+
+
+def finish(config: Config, run: Run, net: Network, outputs: Outputs, device: torch.device, run_dir: Path,
+           result: dict[str, Any]) -> None:
+    """After the last epoch: a NaN stop, the replicas' agreement, and the final line."""
+    if outputs.tb:
+        outputs.tb.close()
+    bad = run.nan_guard.iteration
+    if bad is not None:
+        kept = files.find_checkpoint(run_dir)
+        raise TrainingStopped(f"the loss became NaN or infinite at iteration {bad} (epoch {run.trainer.state.epoch});"
+                              f" training stopped. Last good checkpoint: {kept or 'none (it happened in epoch 1)'}. "
+                              "Try a smaller --lr.", exit_code=1)
+    rank, world = idist.get_rank(), idist.get_world_size()
+    if world > 1:
+        # DDP keeps replicas identical by construction; check it, so a broken setup cannot go unnoticed.
+        checksums = idist.all_gather(parameter_checksum(net.base_model).to(device)).view(world, -1).cpu()
+        if rank == 0:
+            outputs.history.extra["distributed"] = {"world_size": world, "backend": idist.backend(),
+                                                    "replica_checksums": checksums.tolist()}
+            outputs.history.write()
+            if not torch.equal(checksums, checksums[:1].expand_as(checksums)):
+                log.warning("model replicas differ across processes: %s", checksums.tolist())
+    if rank == 0:
+        final = outputs.history.records[-1] if outputs.history.records else {}
+        result.update({"run_dir": str(run_dir), "val_accuracy": final.get("val_accuracy"),
+                       "epochs": len(outputs.history.records)})
+        print(f"final val accuracy: {100 * final.get('val_accuracy', float('nan')):.2f}%  run folder: {run_dir}",
+              flush=True)
+
+
+def stopped(stops: StopRequests, run: Run, outputs: Outputs, run_dir: Path) -> TrainingStopped:
+    """What a Ctrl-C or SIGTERM leaves: a resumable checkpoint of a safe point, and one line saying how to go on."""
+    code = 143 if stops.sigterm else 130
+    state = run.trainer.state
+    resume = f"Resume with: python -m ignite_cifar train --resume {run_dir}"
+    if stops.training_done:
+        message = (f"interrupted after training finished (epoch {state.epoch}, saved in "
+                   f"{files.find_checkpoint(run_dir)}), before the explanations were written. Write them with: "
+                   f"python -m ignite_cifar explain --run {run_dir}")
+    elif stops.forced:
+        message = (f"stopped at once by a second signal at epoch {state.epoch}, iteration {state.iteration}; kept "
+                   f"the last checkpoint, {files.find_checkpoint(run_dir) or 'none (still in epoch 1)'}. {resume}")
+    else:
+        run.last_checkpoint(run.trainer)  # a safe point (mid-epoch included): resuming continues from exactly here
+        message = (f"interrupted at epoch {state.epoch}, iteration {state.iteration}; saved "
+                   f"{files.find_checkpoint(run_dir)}. {resume}")
+    if outputs.tb:
+        outputs.tb.close()
+    return TrainingStopped(message, exit_code=code)
+
+
+def parameter_checksum(model: nn.Module) -> torch.Tensor:
+    """(sum, sum of squares, weighted sum) of all parameters in float64: equal replicas give equal triples."""
+    flat = torch.cat([p.detach().double().flatten() for p in model.parameters()])
+    weights = torch.arange(1, flat.numel() + 1, dtype=torch.float64, device=flat.device)
+    return torch.stack([flat.sum(), (flat * flat).sum(), (flat * weights).sum()])
+
+
+def _private_copy(value: Any) -> Any:
+    """The checkpoint's nested dicts and lists with every tensor cloned."""
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, dict):
+        return {k: _private_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_private_copy(v) for v in value)
+    return value

@@ -1,0 +1,20 @@
+"""Builders the tests share, imported by name: tiny configs and where the repository and the real images are."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ignite_cifar.config import make_config
+
+REPO = Path(__file__).resolve().parents[1]
+ARCHIVE = Path(os.environ.get("IGNITE_CIFAR_ARCHIVE", REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"))
+
+
+def tiny_config(tmp_path: Path, **overrides):
+    """A seconds-long synthetic run: narrow ResNet18, small subsets, no workers."""
+    values = dict(dataset="synthetic", width=0.0625, epochs=2, batch_size=50, lr=0.02, train_subset=300,
+                  test_subset=100, num_workers=0, output_dir=str(tmp_path / "runs"), run_name="tiny", log_every=2,
+                  n_misclassified=20)
+    values.update(overrides)
+    return make_config(values)
