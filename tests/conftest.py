@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tarfile
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import pytest
 
 from ignite_cifar.config import make_config
 
-from .helpers import ARCHIVE, tiny_config
+from .helpers import ARCHIVE, require_archive, tiny_config
 
 
 @pytest.fixture(scope="session")
@@ -27,10 +26,7 @@ def smoke_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def cifar_folder(tmp_path_factory):
     """The real CIFAR-10 JPEG export, extracted once; skipped (or failed in CI) when the archive is absent."""
-    if not ARCHIVE.is_file():
-        if os.environ.get("IGNITE_CIFAR_REQUIRE_ARCHIVE"):
-            pytest.fail(f"IGNITE_CIFAR_REQUIRE_ARCHIVE is set but {ARCHIVE} does not exist")
-        pytest.skip(f"{ARCHIVE} not found")
+    require_archive()
     dest = tmp_path_factory.mktemp("cifar")
     with tarfile.open(ARCHIVE) as tar:
         tar.extractall(dest, filter="data")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from ignite_cifar.config import make_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,3 +20,11 @@ def tiny_config(tmp_path: Path, **overrides):
                   n_misclassified=20)
     values.update(overrides)
     return make_config(values)
+
+
+def require_archive() -> None:
+    """Skip a test that needs the real-image archive when it is absent, except in CI, where that is a failure."""
+    if not ARCHIVE.is_file():
+        if os.environ.get("IGNITE_CIFAR_REQUIRE_ARCHIVE"):
+            pytest.fail(f"IGNITE_CIFAR_REQUIRE_ARCHIVE is set but {ARCHIVE} does not exist")
+        pytest.skip(f"{ARCHIVE} not found")

@@ -13,17 +13,14 @@ import tarfile
 import pytest
 import yaml
 
-from .helpers import ARCHIVE, REPO
+from .helpers import ARCHIVE, REPO, require_archive
 
 HANG_GUARD_S = 900  # not a speed limit: the dry run takes about a minute; this only keeps a hang from blocking CI
 
 
 @pytest.fixture(scope="module")
 def dry_run(tmp_path_factory):
-    if not ARCHIVE.is_file():
-        if os.environ.get("IGNITE_CIFAR_REQUIRE_ARCHIVE"):
-            pytest.fail(f"IGNITE_CIFAR_REQUIRE_ARCHIVE is set but {ARCHIVE} does not exist")
-        pytest.skip(f"{ARCHIVE} not found")
+    require_archive()
     tmp = tmp_path_factory.mktemp("gpu")
     shared = tmp / "shared"  # the layout `make gpu-kit` reads: SHARED/data/<archive>, SHARED/gpu/wheels/*.whl
     (shared / "data").mkdir(parents=True)
