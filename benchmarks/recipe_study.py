@@ -163,19 +163,25 @@ def move_aside(run_dir: Path) -> Path:
 
 def run_logged(cmd: list[str], log_path: Path) -> int:
     """Run one CLI call with its output appended to log_path; a SIGTERM or Ctrl-C sent to the study is passed on
-    to it (the CLI stops at a safe point and leaves a checkpoint) and the study waits for it."""
+    to it (the CLI stops at a safe point and leaves a checkpoint) and the study waits for it.
+
+    Returns the CLI's exit code, or 128 + the signal's number when the study received one: the study stops then,
+    however the CLI ended (a CLI still starting up dies of the signal, exit -15, instead of stopping cleanly)."""
     with log_path.open("a") as log:
         log.write(f"\n==> {dt.datetime.now():%Y-%m-%d %H:%M:%S} {shown(cmd)}\n")
         log.flush()
         child = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        received: list[int] = []
 
         def forward(signum, frame):
+            received.append(signum)
             if child.poll() is None:
                 child.send_signal(signum)
 
         previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            return child.wait()
+            code = child.wait()
+            return 128 + received[0] if received else code
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -120,3 +123,16 @@ def test_noise_rule_compares_variants_with_twice_the_seed_difference():
 def test_wall_time_adds_the_segments_of_a_resumed_run():
     records = [{"wall_seconds": 10.0}, {"wall_seconds": 20.0}, {"wall_seconds": 12.0}, {"wall_seconds": 25.0}]
     assert recipe_study.wall_seconds(records) == 45.0
+
+
+def test_a_signal_stops_the_study_even_when_the_run_dies_of_it(tmp_path):
+    """A SIGTERM that reaches a CLI still starting up kills it (exit -15) instead of a clean 143: the study must
+    stop all the same, not go on to the next variant."""
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        code = recipe_study.run_logged([sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "x.log")
+    finally:
+        timer.cancel()
+    assert code == 128 + signal.SIGTERM
+    assert "time.sleep(60)" in (tmp_path / "x.log").read_text()
