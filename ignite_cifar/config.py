@@ -26,7 +26,7 @@ EXPLAIN_CHECKPOINTS = ("final", "best")
 DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("auto", "gloo", "nccl")
 OPTIMIZERS = ("sgd", "adam")
-SHIPPED_CONFIGS = ("default", "smoke")
+SHIPPED_CONFIGS = ("default", "mission", "smoke")
 AUTO = "auto"
 MAX_AUTO_WORKERS = 12  # enough to feed a GPU at well over 10,000 images/s (about 5,000 each on a slow core)
 
@@ -76,6 +76,9 @@ class Config:
     label_smoothing: float = _f(0.0, "label smoothing of the training loss only (val loss stays plain cross-entropy)")
     warmup_epochs: int = _f(0, "linear warmup of the lr per iteration from lr/10 to lr over this many epochs; "
                                "the plateau scheduler starts after it (0 = none)")
+    ema_decay: float = _f(0.0, "keep an exponential moving average of the weights, this much of the old average kept "
+                               "per step (e.g. 0.999), and evaluate, checkpoint and explain it instead of the raw "
+                               "weights (0 = off)")
     plateau_factor: float = _f(0.1, "ReduceLROnPlateau: multiply the lr by this when val loss stalls")
     plateau_patience: int = _f(2, "ReduceLROnPlateau: epochs without improvement before reducing")
     min_lr: float = _f(1e-5, "ReduceLROnPlateau: lower bound of the lr")
@@ -130,6 +133,8 @@ class Config:
             raise ConfigError(f"val_split: must be in [0, 1), got {self.val_split}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"label_smoothing: must be in [0, 1), got {self.label_smoothing}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay: must be in [0, 1), got {self.ema_decay}")
         if not 0.0 < self.plateau_factor < 1.0:
             raise ConfigError(f"plateau_factor: must be in (0, 1), got {self.plateau_factor}")
         for f in fields(self):

@@ -109,8 +109,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def model_state(checkpoint: dict[str, Any], path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The model weights in a checkpoint: either a full training checkpoint or a model-only one."""
-    state = checkpoint.get("model", checkpoint)
+    """The weights a run evaluates, from a full training checkpoint (its weight average when it kept one, else its
+    model) or from a model-only one."""
+    state = checkpoint.get("ema_model", checkpoint.get("model", checkpoint))
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} holds no model weights (expected a 'model' entry of tensors)")
     return state

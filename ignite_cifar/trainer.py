@@ -22,6 +22,7 @@ from ignite.utils import manual_seed
 from torch import nn
 
 from . import engines, figures, files
+from .averaging import attach_weight_average
 from .config import Config, dump_yaml
 from .engines import Precision
 from .errors import MachineError, TrainingStopped
@@ -65,6 +66,7 @@ class Run:
 
     trainer: Engine
     evaluator: Engine
+    evaluated_model: nn.Module  # the plain model the evaluator runs, saved as best and explained (EMA or base)
     nan_guard: NonFiniteLossGuard
     to_save: dict[str, Any]
     last_checkpoint: Checkpoint
@@ -153,20 +155,25 @@ def build_engines(config: Config, net: Network, flow: Dataflow, device: torch.de
     """Trainer and evaluator with the handlers that shape training and what a checkpoint holds."""
     trainer = engines.create_trainer(net.train_model, net.optimizer, training_criterion(config).to(device), device,
                                      precision)
-    evaluator = engines.create_evaluator(net.model, nn.CrossEntropyLoss().to(device), device, precision)
+    evaluated_model, engine_model = net.base_model, net.model
+    if config.ema_decay:
+        evaluated_model = engine_model = attach_weight_average(trainer, net.model, config.ema_decay)
+    evaluator = engines.create_evaluator(engine_model, nn.CrossEntropyLoss().to(device), device, precision)
     attach_epoch_seeding(trainer, flow.sampler, flow.train_dataset)
     nan_guard = NonFiniteLossGuard(every=config.log_every).attach(trainer)
     plateau = attach_plateau_scheduler(evaluator, net.optimizer, config.plateau_factor, config.plateau_patience,
                                        config.min_lr)
     to_save: dict[str, Any] = {"model": net.base_model, "optimizer": net.optimizer, "scheduler": plateau,
                                "trainer": trainer, "rng": RNGState()}
+    if config.ema_decay:
+        to_save["ema_model"] = evaluated_model
     if config.warmup_epochs:
         to_save["warmup"] = attach_warmup(trainer, net.optimizer, config.lr, config.warmup_epochs,
                                           len(flow.train_loader), plateau)
     if precision.scaler is not None:
         to_save["scaler"] = precision.scaler
-    last, _best = attach_checkpoints(trainer, evaluator, to_save, run_dir, net.base_model)
-    return Run(trainer, evaluator, nan_guard, to_save, last)
+    last, _best = attach_checkpoints(trainer, evaluator, to_save, run_dir, evaluated_model)
+    return Run(trainer, evaluator, evaluated_model, nan_guard, to_save, last)
 
 
 def restore(plan: LaunchPlan, run: Run, flow: Dataflow, optimizer: torch.optim.Optimizer) -> int:
@@ -178,6 +185,9 @@ def restore(plan: LaunchPlan, run: Run, flow: Dataflow, optimizer: torch.optim.O
     # momentum buffers as they are: without a private copy every process would update the same buffers.
     state = _private_copy(plan.checkpoint_state)
     Checkpoint.load_objects(to_load={k: v for k, v in run.to_save.items() if k in state}, checkpoint=state)
+    if "ema_model" in run.to_save and "ema_model" not in state:  # --ema-decay given to a run without one
+        run.evaluated_model.load_state_dict(run.to_save["model"].state_dict())
+        log.info("the weight average starts from the resumed weights")
     epoch_length = trainer.state.epoch_length or len(flow.train_loader)
     # A mid-epoch checkpoint (written on interrupt) resumes on the batches that epoch had not reached yet.
     flow.sampler.skip = (trainer.state.iteration % epoch_length) * (flow.train_loader.batch_size or 1)
@@ -215,14 +225,15 @@ def attach_outputs(plan: LaunchPlan, run: Run, net: Network, flow: Dataflow, dev
         add_layout(outputs.tb.writer)
         if sys.stderr.isatty():  # a bar redrawn 400 times an epoch is noise in a log file
             ProgressBar(persist=False).attach(trainer, output_transform=lambda out: {"loss": out["loss"]})
-        log.info("run folder: %s | %s x%d on %s (%s) | %d train / %d val images | %s", run_dir, config.model,
+        log.info("run folder: %s | %s x%d on %s (%s) | %d train / %d val images | %s%s", run_dir, config.model,
                  idist.get_world_size(), device, precision.describe(), len(plan.data.train), len(flow.val_split),
-                 f"resuming after epoch {start_epoch}" if plan.checkpoint else "from scratch")
+                 f"resuming after epoch {start_epoch}" if plan.checkpoint else "from scratch",
+                 f" | evaluating the weight average (EMA decay {config.ema_decay})" if config.ema_decay else "")
     attach_epoch_log(trainer, run.evaluator, flow.val_loader, net.optimizer, outputs.history, len(plan.data.train),
                      config.batch_size, on_record=_after_record(outputs, run_dir) if rank == 0 else None)
     if rank == 0 and config.probe_every > 0:
         mean, std = plan.derived["mean"], plan.derived["std"]
-        GradCAMProbe(net.base_model, plan.data.test, plan.data.classes, mean, std, device, config.probe_size,
+        GradCAMProbe(run.evaluated_model, plan.data.test, plan.data.classes, mean, std, device, config.probe_size,
                      config.seed, config.gradcam_layer, config.gradcam_method).attach(trainer, outputs.tb.writer,
                                                                                       config.probe_every)
     trainer.add_event_handler(Events.EPOCH_COMPLETED, run.last_checkpoint)
@@ -248,10 +259,10 @@ def _explain_on_completion(plan: LaunchPlan, run: Run, net: Network, outputs: Ou
     def explain(engine: Engine) -> None:
         if run.nan_guard.iteration is not None:
             return
-        model, source = net.base_model, "final"
+        model, source = run.evaluated_model, "final" + (" EMA" if config.ema_decay else "")
         best = files.find_checkpoint(run_dir, files.BEST_PREFIX) if config.explain_checkpoint == "best" else None
         if best is not None:
-            model, source = load_weights(copy.deepcopy(net.base_model), best), f"best ({best.name})"
+            model, source = load_weights(copy.deepcopy(run.evaluated_model), best), f"best ({best.name})"
         summary = write_explanations(
             model, data.test, data.classes, plan.derived["mean"], plan.derived["std"], run_dir, device,
             n=config.n_misclassified, order=config.mistake_order, method=config.gradcam_method,

@@ -16,6 +16,7 @@ from ignite_cifar.config import (
     resolve_num_workers,
 )
 from ignite_cifar.errors import ConfigError
+from ignite_cifar.tensorboard_views import hyperparameters
 
 
 # ---------------------------------------------------------------- defaults and shipped files
@@ -41,6 +42,20 @@ def test_default_yaml_matches_the_dataclass_defaults():
         assert getattr(resolved, name) == getattr(defaults, name), name
     # Fields the file leaves out keep their defaults too, so the whole config is the default one.
     assert resolved == defaults
+
+
+def test_mission_yaml_pins_every_recipe_field_to_the_original_assignment():
+    data = read_yaml("mission")
+    not_recipe = {"train_subset", "test_subset", "seed", "amp", "channels_last", "compile"}
+    assert set(hyperparameters(Config())) - not_recipe <= set(data)  # a new recipe field must be pinned here
+    c = make_config(data)
+    assert (c.model, c.norm, c.width, c.epochs, c.batch_size, c.val_split) == ("resnet18", "layer", 1.0, 40, 128, 0.0)
+    assert (c.optimizer, c.lr, c.momentum, c.weight_decay) == ("sgd", 0.01, 0.9, 5e-4)
+    assert (c.plateau_factor, c.plateau_patience, c.min_lr) == (0.1, 2, 1e-5)
+    assert (c.crop_padding, c.p_crop, c.rotate_limit, c.p_rotate, c.cutout_size, c.p_cutout) == (4, 1.0, 5.0, 0.5,
+                                                                                                  16, 0.5)
+    assert (c.p_hflip, c.p_shift_scale_rotate, c.p_to_gray) == (0.0, 0.0, 0.0)
+    assert (c.zero_init_residual, c.label_smoothing, c.warmup_epochs, c.ema_decay) == (False, 0.0, 0, 0.0)
 
 
 def test_smoke_yaml_resolves_and_validates():

@@ -98,6 +98,7 @@ def _cases(tmp: Path, earlier: Path):
         (tiny + ["--label-smoothing", "1"], ["label_smoothing", "[0, 1)"]),
         (tiny + ["--label-smoothing", "-0.1"], ["label_smoothing", "[0, 1)"]),
         (tiny + ["--warmup-epochs", "-2"], ["warmup_epochs", ">= 0"]),
+        (tiny + ["--ema-decay", "1"], ["ema_decay", "[0, 1)"]),
         (["--resume", str(earlier), "--optimizer", "adam", "--epochs", "2"], ["optimizer", "sgd", "adam"]),
         (["--config", str(bad_yaml)] + tiny, ["bad.yaml", "line 4"]),
         (["--config", str(tmp / "missing.yaml")] + tiny, ["no such file"]),
