@@ -16,7 +16,6 @@ from ignite_cifar.launch import train
 
 from .helpers import tiny_config
 
-
 METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "iteration")
 
 
