@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 RUNS   ?= runs
 
-.PHONY: train test lint bench study tensorboard smoke gpu-kit gpu-dry-run clean
+.PHONY: train test lint bench study tensorboard smoke lr-find gpu-kit gpu-dry-run clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ train: $(STAMP)          ## the mission recipe; e.g. make train ARGS="--dataset 
 
 smoke: $(STAMP)          ## a 20-second run on synthetic data (or ARGS="--dataset folder --data-dir DIR")
 	$(BIN)/python -m ignite_cifar train --config smoke $(ARGS)
+
+lr-find: $(STAMP)        ## LR range test -> lr_find.png/.json; e.g. make lr-find ARGS="--dataset folder --data-dir DIR --width 0.25"
+	$(BIN)/python -m ignite_cifar lr-find $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)

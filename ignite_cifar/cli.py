@@ -1,4 +1,4 @@
-"""Argument parsing only: argv -> Config or explain/evaluate options -> launch / saved_run; errors: one line."""
+"""Argument parsing only: argv -> Config or subcommand options -> launch / lr_find / saved_run; errors: one line."""
 
 from __future__ import annotations
 
@@ -9,9 +9,19 @@ import signal
 import sys
 import warnings
 from dataclasses import fields
+from pathlib import Path
 from typing import Any, Sequence
 
-from .config import DEVICES, EXPLAIN_CHECKPOINTS, GRADCAM_METHODS, MISTAKE_ORDERS, Config, make_config, read_yaml
+from .config import (
+    DEVICES,
+    EXPLAIN_CHECKPOINTS,
+    GRADCAM_METHODS,
+    MISTAKE_ORDERS,
+    Config,
+    RangeTest,
+    make_config,
+    read_yaml,
+)
 from .errors import MachineError, TrainingStopped, UserError
 
 PROG = "ignite-cifar"
@@ -46,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--debug", action="store_true", help="show tracebacks")
     _add_config_flags(train)
 
+    _add_lr_find(sub)
+
     defaults = Config()  # explain/evaluate default to what training uses
     for name, help_text in (("explain", "re-draw misclassified.png / gradcam.png of a saved run"),
                             ("evaluate", "print test loss, accuracy and per-class accuracy of a saved run")):
@@ -64,6 +76,21 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--method", choices=GRADCAM_METHODS, default=defaults.gradcam_method)
             p.add_argument("--layer", default=defaults.gradcam_layer, help="module GradCAM explains (dotted name)")
     return parser
+
+
+def _add_lr_find(sub) -> None:
+    test = RangeTest()
+    p = sub.add_parser("lr-find", help="LR range test (ignite's FastaiLRFinder) on the training setup: writes "
+                                       "lr_find.png and lr_find.json with a suggested lr")
+    p.add_argument("--start-lr", type=float, default=test.start_lr, help=f"first lr [default: {test.start_lr:g}]")
+    p.add_argument("--end-lr", type=float, default=test.end_lr, help=f"last lr [default: {test.end_lr:g}]")
+    p.add_argument("--num-iter", type=int, default=test.num_iter,
+                   help=f"iterations from start to end lr, in exponential steps [default: {test.num_iter}]")
+    p.add_argument("--output", default=None, help="folder to write into (a training run's, say) [default: "
+                                                  "--output-dir/--run-name, or --output-dir/lr-find-<timestamp>]")
+    p.add_argument("--config", default=None, help="YAML file, or a shipped config: default, smoke")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    _add_config_flags(p)
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -89,6 +116,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .launch import train
 
             train(config_from_args(args))
+        elif args.command == "lr-find":
+            from .lr_find import PNG, RULE, lr_find
+
+            found = lr_find(config_from_args(args), RangeTest(args.start_lr, args.end_lr, args.num_iter), args.output)
+            print(f"suggested lr: {found['suggested_lr']:.3g} ({RULE}); wrote {Path(found['run_dir']) / PNG}")
         elif args.command == "explain":
             from .saved_run import explain_saved_run
 

@@ -150,6 +150,25 @@ class Config:
         return dataclasses.asdict(self)
 
 
+@dataclass(frozen=True)
+class RangeTest:
+    """What `lr-find` sweeps (its own flags, beside the Config): start_lr up to end_lr in num_iter exponential
+    steps."""
+
+    start_lr: float = 1e-5
+    end_lr: float = 1.0
+    num_iter: int = 200
+
+    def validate(self) -> "RangeTest":
+        if not self.start_lr > 0:
+            raise ConfigError(f"start_lr: must be > 0, got {self.start_lr}")
+        if not self.start_lr < self.end_lr:
+            raise ConfigError(f"start_lr: must be below end_lr ({self.end_lr}), got {self.start_lr}")
+        if self.num_iter < 3:
+            raise ConfigError(f"num_iter: must be >= 3 (a suggestion needs three losses), got {self.num_iter}")
+        return self
+
+
 _TYPES = {f.name: typing.get_type_hints(Config)[f.name] for f in fields(Config)}
 _CHOICES = {f.name: f.metadata.get("choices") for f in fields(Config)}
 

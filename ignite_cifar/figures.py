@@ -29,6 +29,30 @@ def curves(records: Sequence[dict[str, Any]]) -> Figure:
     return fig
 
 
+def lr_range_test(lrs: Sequence[float], losses: Sequence[float | None], marks: Sequence[tuple[str, float, str]],
+                  title: str = "LR range test") -> Figure:
+    """Smoothed training loss against the lr (log axis); `marks` are (label, lr, colour) drawn as vertical lines.
+    A missing (non-finite) loss is left out; the y axis ends a little above the highest loss before the lowest one,
+    so a diverging tail runs off the top instead of flattening the descent."""
+    points = [(lr, loss) for lr, loss in zip(lrs, losses) if loss is not None]
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    ax.plot([p[0] for p in points], [p[1] for p in points], "-", color="tab:blue", lw=1.5, label="smoothed loss")
+    ax.set_xscale("log")
+    values = [p[1] for p in points]
+    if values:
+        low = min(values)
+        span = max(values[: values.index(low) + 1]) - low
+        if span > 0:
+            ax.set_ylim(low - 0.05 * span, low + 1.25 * span)
+    for label, lr, colour in marks:
+        ax.axvline(lr, color=colour, ls="--", lw=1.2, label=f"{label}: {lr:.3g}")
+    ax.set(xlabel="learning rate (log scale)", ylabel="training loss (smoothed)", title=title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5, colormap: str = "jet") -> np.ndarray:
     """An H x W x 3 image in [0, 1] with a CAM in [0, 1] blended on top in a colour map."""
     heat = matplotlib.colormaps[colormap](np.clip(cam, 0, 1))[..., :3]

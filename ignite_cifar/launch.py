@@ -106,10 +106,7 @@ def train_in_process(local_rank: int, plan: LaunchPlan, result: dict[str, Any]) 
 # ---------------------------------------------------------------- checks before any process starts
 def plan_run(config: Config) -> LaunchPlan:
     """Everything that can fail because of the user's input, checked before training starts."""
-    if config.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: cuda was asked for but no CUDA device is available; use --device cpu or auto")
-    if config.backend == "nccl" and not torch.cuda.is_available():
-        raise ConfigError("backend: nccl needs CUDA GPUs; use --backend gloo on CPU")
+    check_device(config)
     _check_layer(config)
     checkpoint, lr_override = None, None
     if config.resume:
@@ -117,7 +114,7 @@ def plan_run(config: Config) -> LaunchPlan:
         lr_override = check_resume_flags(config, run_dir)
     else:
         out = Path(config.output_dir)
-        _check_writable(out)
+        check_writable(out)
         run_dir = out / config.run_name if config.run_name else None
         if run_dir is not None and run_dir.exists():
             raise ConfigError(f"run_name: {run_dir} exists already; choose another --run-name, or continue it "
@@ -125,11 +122,11 @@ def plan_run(config: Config) -> LaunchPlan:
     data = load_data(config)
     state = check_checkpoint_fits(config, len(data.classes), checkpoint) if checkpoint is not None else None
     if run_dir is None:  # under torchrun every process picks one; the trainer keeps rank 0's
-        run_dir = _timestamped(Path(config.output_dir))
-    return LaunchPlan(config, data, run_dir, checkpoint, state, _derived(config, data), lr_override)
+        run_dir = timestamped(Path(config.output_dir))
+    return LaunchPlan(config, data, run_dir, checkpoint, state, derived_settings(config, data), lr_override)
 
 
-def _derived(config: Config, data: DataSplits) -> dict[str, Any]:
+def derived_settings(config: Config, data: DataSplits) -> dict[str, Any]:
     """What the run computes from its data and setting: config.yaml's `derived` section."""
     mean, std = channel_stats(data.train.images)
     return {
@@ -144,7 +141,14 @@ def _derived(config: Config, data: DataSplits) -> dict[str, Any]:
     }
 
 
-def _check_writable(folder: Path) -> None:
+def check_device(config: Config) -> None:
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: cuda was asked for but no CUDA device is available; use --device cpu or auto")
+    if config.backend == "nccl" and not torch.cuda.is_available():
+        raise ConfigError("backend: nccl needs CUDA GPUs; use --backend gloo on CPU")
+
+
+def check_writable(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder):
@@ -162,8 +166,9 @@ def _check_layer(config: Config) -> None:
         raise ConfigError(f"gradcam_layer: {exc}") from None
 
 
-def _timestamped(out: Path) -> Path:
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+def timestamped(out: Path, prefix: str = "") -> Path:
+    """A new folder name under `out`: prefix + the time, with -1, -2, ... when that exists already."""
+    stamp = prefix + dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir, k = out / stamp, 1
     while run_dir.exists():
         run_dir, k = out / f"{stamp}-{k}", k + 1
