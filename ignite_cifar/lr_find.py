@@ -43,9 +43,9 @@ RULE_DETAIL = ("FastaiLRFinder.lr_suggestion(): the lr at the most negative cent
 SMOOTH_F, DIVERGE_TH = 0.05, 5.0  # FastaiLRFinder's defaults, named here so lr_find.json can record them
 # Config fields that cannot change the test: no lr schedule, evaluation, checkpoint or explanation runs.
 UNUSED_FIELDS = frozenset({
-    "epochs", "lr", "warmup_epochs", "plateau_factor", "plateau_patience", "min_lr", "test_subset", "nproc_per_node",
-    "backend", "log_every", "resume", "n_misclassified", "mistake_order", "gradcam_method", "gradcam_layer",
-    "explain_checkpoint", "probe_every", "probe_size",
+    "epochs", "lr", "warmup_epochs", "ema_decay", "plateau_factor", "plateau_patience", "min_lr", "test_subset",
+    "nproc_per_node", "backend", "log_every", "resume", "n_misclassified", "mistake_order", "gradcam_method",
+    "gradcam_layer", "explain_checkpoint", "probe_every", "probe_size",
 })
 
 
