@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import shlex
 import shutil
@@ -49,6 +50,7 @@ DRY_FLAGS = {"width": 0.125, "batch_size": 128, "epochs": 2, "dataset": "synthet
              "test_subset": 100, "num_workers": 0, "n_misclassified": 4}
 REPORT_EPOCHS = (10, 20, 30, 40)
 BASELINE, SECOND_SEED = "shipped", "shipped-seed2"
+COMBINATION = "combination"  # the winners together: it runs last
 SPEED_NOTE = """\
 **Speed setting**, measured on the study's machine (AMD EPYC, 2 cores shared with other work, torch 2.14.1)
 on 2026-11-27, the training step alone (`engines.create_trainer` on in-memory batches), width 0.25, batch
@@ -90,12 +92,23 @@ class Variant:
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
+def _run_order(path: Path) -> tuple[int, str]:
+    rank = 0 if path.stem in (BASELINE, SECOND_SEED) else 2 if path.stem == COMBINATION else 1
+    return rank, path.stem
+
+
+def header_comment(text: str) -> str:
+    """The comment lines a variant's YAML starts with, joined into one sentence."""
+    lines = itertools.takewhile(lambda line: line.startswith("#"), text.splitlines())
+    return " ".join(line.lstrip("# ").strip() for line in lines)
+
+
 def load_variants(only: list[str] | None = None) -> list[Variant]:
     """The variants in benchmarks/recipes/, baseline and second seed first, each checked as a config."""
     variants = []
-    for path in sorted(RECIPES.glob("*.yaml"), key=lambda p: (p.stem not in (BASELINE, SECOND_SEED), p.stem)):
+    for path in sorted(RECIPES.glob("*.yaml"), key=_run_order):
         text = path.read_text()
-        about = text.splitlines()[0].lstrip("# ").strip() if text.startswith("#") else ""
+        about = header_comment(text)
         overrides = yaml.safe_load(text) or {}
         try:
             make_config(overrides)
@@ -267,7 +280,9 @@ def noise_paragraph(summaries: dict[str, dict[str, Any]]) -> str:
             "accuracy, so picking the recipe by these numbers is a mild selection on the test set. The two "
             f"shipped runs (`{BASELINE}`, `{SECOND_SEED}`) differ only in the seed: their difference in final "
             "test accuracy is the noise, and a variant counts as better only when it beats `shipped` by more "
-            "than twice that noise. No `combination` variant yet: it is chosen once these results exist.")
+            "than twice that noise.")
+    if COMBINATION not in summaries:
+        text += f" No `{COMBINATION}` variant yet: it is chosen once these results exist."
     a, b = (summaries.get(n) for n in (BASELINE, SECOND_SEED))
     if not (a and b and a["state"] == b["state"] == "finished"):
         return text + "\n\nNoise: not measured yet (both shipped runs must finish first)."

@@ -44,6 +44,18 @@ def test_every_variant_file_names_what_it_changes_and_is_a_valid_config():
     assert variants["adam"].overrides == {"optimizer": "adam", "lr": 0.001, "weight_decay": 0.0001}
 
 
+def test_a_variant_is_described_by_all_its_leading_comment_lines():
+    text = "# Warm up over 3 epochs\n# to the range test's peak.\nlr: 0.04\n# not this one\n"
+    assert recipe_study.header_comment(text) == "Warm up over 3 epochs to the range test's peak."
+    assert recipe_study.header_comment("lr: 0.04\n") == ""
+
+
+def test_baselines_run_first_and_the_combination_last(tmp_path):
+    names = ["zero-init", "combination", "adam", "shipped-seed2", "shipped"]
+    ordered = sorted((tmp_path / f"{n}.yaml" for n in names), key=recipe_study._run_order)
+    assert [p.stem for p in ordered] == ["shipped", "shipped-seed2", "adam", "zero-init", "combination"]
+
+
 def test_study_runs_skips_resumes_and_restarts(tmp_path, capsys):
     study_dir = tmp_path / "study"
     committed = [REPO / "benchmarks" / name for name in (recipe_study.REPORT, recipe_study.CURVES)]
