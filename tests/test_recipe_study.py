@@ -38,7 +38,7 @@ def _history(run_dir: Path) -> dict:
 def test_every_variant_file_names_what_it_changes_and_is_a_valid_config():
     variants = {v.name: v for v in recipe_study.load_variants()}
     assert {"shipped", "shipped-seed2", "zero-init", "label-smoothing", "gentle-plateau", "adam",
-            "warmup", "ema"} <= set(variants)
+            "warmup", "ema", "combination"} <= set(variants)
     assert all(v.about for v in variants.values())
     assert variants["shipped"].overrides == {} and variants["shipped-seed2"].overrides == {"seed": 43}
     assert variants["adam"].overrides == {"optimizer": "adam", "lr": 0.001, "weight_decay": 0.0001}
