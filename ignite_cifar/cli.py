@@ -17,12 +17,15 @@ from .config import (
     EXPLAIN_CHECKPOINTS,
     GRADCAM_METHODS,
     MISTAKE_ORDERS,
+    SHIPPED_CONFIGS,
     Config,
     RangeTest,
     make_config,
     read_yaml,
 )
 from .errors import MachineError, TrainingStopped, UserError
+
+CONFIG_HELP = f"YAML file, or a shipped config: {', '.join(SHIPPED_CONFIGS)}"
 
 PROG = "ignite-cifar"
 
@@ -52,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = sub.add_parser("train", help="train (the mission recipe unless told otherwise)")
-    train.add_argument("--config", default=None, help="YAML file, or a shipped config: default, smoke")
+    train.add_argument("--config", default=None, help=CONFIG_HELP)
     train.add_argument("--debug", action="store_true", help="show tracebacks")
     _add_config_flags(train)
 
@@ -88,7 +91,7 @@ def _add_lr_find(sub) -> None:
                    help=f"iterations from start to end lr, in exponential steps [default: {test.num_iter}]")
     p.add_argument("--output", default=None, help="folder to write into (a training run's, say) [default: "
                                                   "--output-dir/--run-name, or --output-dir/lr-find-<timestamp>]")
-    p.add_argument("--config", default=None, help="YAML file, or a shipped config: default, smoke")
+    p.add_argument("--config", default=None, help=CONFIG_HELP)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     _add_config_flags(p)
 
