@@ -104,7 +104,7 @@ def header_comment(text: str) -> str:
 
 
 def load_variants(only: list[str] | None = None) -> list[Variant]:
-    """The variants in benchmarks/recipes/, baseline and second seed first, each checked as a config."""
+    """The variants in benchmarks/recipes/ in run order (_run_order), each checked as a config."""
     variants = []
     for path in sorted(RECIPES.glob("*.yaml"), key=_run_order):
         text = path.read_text()
