@@ -85,7 +85,8 @@ class Config:
     # runtime
     seed: int = _f(42, "seed for weights, data order, subsets and augmentation")
     device: str = _f("auto", "auto (cuda when present), cpu or cuda", DEVICES)
-    amp: str = _f("auto", "mixed precision on CUDA: auto (on with CUDA), on, off", ("auto", "on", "off"))
+    amp: str = _f("auto", "mixed precision: auto (bf16, or fp16 where the GPU lacks bf16, on CUDA; fp32 on a CPU), "
+                          "on (the same on CUDA; bf16 autocast on a CPU), off (fp32)", ("auto", "on", "off"))
     channels_last: bool = _f(False, "channels_last memory format (slower with LayerNorm on an H200: "
                                     "benchmarks/gpu/matrix.md; faster at width 0.25 on a 2-core CPU: "
                                     "benchmarks/RECIPE.md)")

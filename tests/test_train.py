@@ -364,3 +364,22 @@ def test_evaluation_and_mistakes_agree_with_an_independent_prediction(smoke_run)
     listed = json.loads((run_dir / "misclassified.json").read_text())
     assert listed["total_misclassified"] == len(wrong)
     assert sorted(m["index"] for m in listed["mistakes"]) == sorted(most_confident.tolist())
+
+
+def test_amp_on_trains_in_bf16_on_cpu_and_auto_stays_fp32(tmp_path, monkeypatch):
+    from ignite_cifar.engines import Precision
+
+    cpu = torch.device("cpu")
+    assert Precision.resolve("auto", False, cpu).dtype is None and Precision.resolve("off", False, cpu).dtype is None
+    seen = []
+    real = engines.create_trainer
+
+    def recording(model, *args, **kwargs):  # what dtype the convolutions compute in inside the training step
+        model.conv1.register_forward_hook(lambda m, i, out: seen.append(out.dtype) if m.training else None)
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(engines, "create_trainer", recording)
+    result = train(tiny_config(tmp_path, run_name="bf16", amp="on", epochs=1, probe_every=0, n_misclassified=2))
+    derived = yaml.safe_load((Path(result["run_dir"]) / "config.yaml").read_text())["derived"]
+    assert derived["precision"] == "bfloat16" and set(seen) == {torch.bfloat16}
+    assert np.isfinite(result["val_accuracy"])
