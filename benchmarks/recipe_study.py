@@ -234,7 +234,7 @@ def summarize(variant: Variant, study_dir: Path, setting: dict[str, Any]) -> dic
         "lr": [(r["epoch"], r["lr"]) for r in records],
         "best": (best["epoch"], best["val_accuracy"]) if best else None,
         "test_accuracy": final.get("test_accuracy") if final else None,
-        "lr_drops": [(b["epoch"], b["lr"]) for a, b in zip(records, records[1:]) if b["lr"] < a["lr"]],
+        "lr_drops": [(b["epoch"], b["lr"]) for a, b in itertools.pairwise(records) if b["lr"] < a["lr"]],
         "images_per_s": statistics.median(r["train_images_per_s"] for r in records
                                           if r.get("train_images_per_s")) if records else None,
         "wall_s": wall_seconds(records),

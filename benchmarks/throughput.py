@@ -155,9 +155,9 @@ def bench_training(bench: Bench, repeats: int) -> dict:
         foreign.append(cpu.cores())
         # Same init, same batches: both variants must end with (nearly) the same weights.
         max_diff = max(max_diff, max(float((a - b).detach().abs().max()) for a, b in
-                                     zip(models["trainer"].parameters(), models["plain"].parameters())))
+                                     zip(models["trainer"].parameters(), models["plain"].parameters(), strict=True)))
     ips = {k: [bench.images / t for t in v] for k, v in times.items()}
-    ratios = [a / b for a, b in zip(ips["trainer"], ips["plain"])]
+    ratios = [a / b for a, b in zip(ips["trainer"], ips["plain"], strict=True)]
     return {"trainer_ips": statistics.median(ips["trainer"]), "plain_ips": statistics.median(ips["plain"]),
             "trainer_all": ips["trainer"], "plain_all": ips["plain"], "ratios": ratios,
             "ratio": statistics.median(ratios), "max_weight_diff": max_diff, "foreign": foreign}

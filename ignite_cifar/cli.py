@@ -96,15 +96,30 @@ def _add_lr_find(sub) -> None:
     _add_config_flags(p)
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    """Defaults < --config file < flags; with --resume, the resumed run's config.yaml replaces the first two."""
-    overrides: dict[str, Any] = {f.name: getattr(args, f.name) for f in fields(Config) if hasattr(args, f.name)}
-    if overrides.get("resume"):
-        from .resume import config_for_resume
+def given_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The Config fields the user gave on the command line (field: value as typed), and only those."""
+    return {f.name: getattr(args, f.name) for f in fields(Config) if hasattr(args, f.name)}
 
-        return config_for_resume(overrides["resume"], overrides)
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """Defaults < --config file < flags."""
     base = read_yaml(args.config) if args.config else {}
-    return make_config(base, overrides)
+    return make_config(base, given_flags(args))
+
+
+def _train(args: argparse.Namespace) -> None:
+    """`train`; with --resume, the resumed run's config.yaml replaces the defaults and --config, and the flags
+    given now update it (resume.py works out what they change)."""
+    from .launch import train
+
+    given = given_flags(args)
+    if given.get("resume"):
+        from .resume import plan_resume
+
+        plan = plan_resume(given["resume"], given)
+        train(plan.config, plan)
+    else:
+        train(config_from_args(args))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -116,9 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         if args.command == "train":
-            from .launch import train
-
-            train(config_from_args(args))
+            _train(args)
         elif args.command == "lr-find":
             from .lr_find import PNG, RULE, lr_find
 

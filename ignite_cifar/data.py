@@ -69,7 +69,7 @@ def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[
     exact = counts * fraction
     take = np.floor(exact).astype(np.int64)
     take[np.argsort(-(exact - take), kind="stable")[: n_out - int(take.sum())]] += 1
-    parts = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take)]
+    parts = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take, strict=True)]
     held = np.sort(np.concatenate(parts)).astype(np.int64) if parts else np.empty(0, dtype=np.int64)
     keep = np.setdiff1d(np.arange(len(labels)), held)
     return keep, held

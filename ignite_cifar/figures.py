@@ -34,7 +34,7 @@ def lr_range_test(lrs: Sequence[float], losses: Sequence[float | None], marks: S
     """Smoothed training loss against the lr (log axis); `marks` are (label, lr, colour) drawn as vertical lines.
     A missing (non-finite) loss is left out; the y axis ends a little above the highest loss before the lowest one,
     so a diverging tail runs off the top instead of flattening the descent."""
-    points = [(lr, loss) for lr, loss in zip(lrs, losses) if loss is not None]
+    points = [(lr, loss) for lr, loss in zip(lrs, losses, strict=True) if loss is not None]
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     ax.plot([p[0] for p in points], [p[1] for p in points], "-", color="tab:blue", lw=1.5, label="smoothed loss")
     ax.set_xscale("log")
@@ -70,7 +70,7 @@ def _grid(n_panels: int, cols: int, panel: float = 1.6) -> tuple[Figure, np.ndar
 def misclassified_grid(images: np.ndarray, mistakes: Sequence[dict[str, Any]], cols: int = 5) -> Figure:
     """The de-normalized images, each titled `pred / true (p=0.93)`."""
     fig, axes = _grid(len(mistakes), cols, panel=1.8)
-    for ax, img, m in zip(axes, images, mistakes):
+    for ax, img, m in zip(axes[:len(mistakes)], images, mistakes, strict=True):
         ax.imshow(img, interpolation="nearest")
         ax.set_title(f"{m['pred_name']} / {m['true_name']}\n(p={m['prob']:.2f})", fontsize=8)
     fig.suptitle("misclassified test images: predicted / true (p = predicted probability)", fontsize=10)

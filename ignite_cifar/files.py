@@ -1,7 +1,8 @@
-"""Run-folder files: atomic writes, and checkpoints loaded as data (never as code)."""
+"""Run-folder files: atomic writes, checkpoints loaded as data (never as code), new folders checked and named."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import pickle
@@ -13,7 +14,7 @@ from typing import Any, Callable
 
 import torch
 
-from .errors import CheckpointError, MachineError
+from .errors import CheckpointError, ConfigError, MachineError
 
 # A run folder: config.yaml (with a `derived` section: what the run computed, not what the user set),
 # history.json, checkpoints/, figures, tb/.
@@ -158,3 +159,23 @@ def check_run_folder(run_dir: Path, flag: str) -> None:
     """Refuse a folder without the config.yaml every run folder of this project has (`flag` names the option)."""
     if not (Path(run_dir) / CONFIG_FILE).is_file():
         raise CheckpointError(f"{flag}: {run_dir} has no {CONFIG_FILE}; is it a run folder of ignite-cifar?")
+
+
+def check_writable(folder: Path) -> None:
+    """Refuse (one line) an output folder that cannot be created or written into, before anything runs."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"output_dir: cannot write into {folder} ({exc.strerror}); "
+                          "choose another --output-dir") from None
+
+
+def timestamped(out: Path, prefix: str = "") -> Path:
+    """A new folder name under `out`: prefix + the time, with -1, -2, ... when that exists already."""
+    stamp = prefix + dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir, k = out / stamp, 1
+    while run_dir.exists():
+        run_dir, k = out / f"{stamp}-{k}", k + 1
+    return run_dir

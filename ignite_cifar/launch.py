@@ -7,59 +7,41 @@ the usual one-line error or stop.
 
 from __future__ import annotations
 
-import datetime as dt
 import gc
 import json
 import logging
 import os
 import socket
-import sys
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import ignite
 import ignite.distributed as idist
 import torch
-from ignite.utils import setup_logger
 from torch.multiprocessing.spawn import ProcessExitedException, ProcessRaisedException
 
 from . import files
-from .augment import build_test_transform, build_train_transform, describe
 from .config import Config
-from .data import DataSplits, channel_stats, load_data
+from .data import load_data
 from .errors import ConfigError, MachineError, TrainingStopped, UserError
-from .gradcam import UnknownLayerError, resolve_layer
-from .recipe import configured_model
-from .resume import check_checkpoint_fits, check_resume_flags, resolve_resume
+from .process import LaunchPlan, check_device, check_layer, derived_settings, quiet_library_loggers
+from .resume import ResumePlan, check_fits, plan_resume
 from .stopping import StopRequests, launcher_signals
-
-# ignite's launcher and auto_* helpers log every call at INFO; our own epoch lines say what matters.
-for _name in ("auto_dataloader", "auto_model", "auto_optim"):
-    setup_logger(f"ignite.distributed.auto.{_name}", level=logging.WARNING)
-setup_logger("ignite.distributed.launcher.Parallel", level=logging.WARNING)
+from .trainer import train_process
 
 
-@dataclass
-class LaunchPlan:
-    """What the launcher checked and resolved before any process starts training."""
+def train(config: Config, resume: ResumePlan | None = None) -> dict[str, Any]:
+    """Train as configured; returns rank 0's summary (final val accuracy, run folder, epochs).
 
-    config: Config
-    data: DataSplits
-    run_dir: Path
-    checkpoint: Path | None = None
-    checkpoint_state: dict[str, Any] | None = None  # loaded (as data) and checked once, in the launcher
-    derived: dict[str, Any] = field(default_factory=dict)
-    lr_override: float | None = None  # --lr given with --resume, different from the run's: replaces the saved lr
-    outcome_file: str | None = None  # spawned processes write how they stopped here, for the launcher
-
-
-def train(config: Config) -> dict[str, Any]:
-    """Train as configured; returns rank 0's summary (final val accuracy, run folder, epochs)."""
+    Args:
+        config: the run's settings.
+        resume: with `config.resume`, the plan the CLI made from the flags the user gave; without it, every
+            field of `config` counts as given (an --lr other than the run's replaces its lr, and so on).
+    """
+    quiet_library_loggers()
     nproc = config.nproc_per_node if config.nproc_per_node > 1 and "WORLD_SIZE" not in os.environ else None
     spawn = {"nproc_per_node": nproc, "master_port": master_port()} if nproc else {}
-    plan = plan_run(config)
+    plan = plan_run(config, resume)
     result: dict[str, Any] = {}
     if not nproc:
         with idist.Parallel(backend=_backend(config)) as parallel:
@@ -85,8 +67,6 @@ def train(config: Config) -> dict[str, Any]:
 
 def train_in_process(local_rank: int, plan: LaunchPlan, result: dict[str, Any]) -> None:
     """One process's training (trainer.py), with its stop signals, outcome report and clean-up around it."""
-    from .trainer import train_process
-
     stops = StopRequests(idist.get_world_size(), every=10).install()  # Ctrl-C / SIGTERM: stop at a safe point
     try:
         train_process(plan, result, stops)
@@ -104,75 +84,26 @@ def train_in_process(local_rank: int, plan: LaunchPlan, result: dict[str, Any]) 
 
 
 # ---------------------------------------------------------------- checks before any process starts
-def plan_run(config: Config) -> LaunchPlan:
+def plan_run(config: Config, resume: ResumePlan | None = None) -> LaunchPlan:
     """Everything that can fail because of the user's input, checked before training starts."""
     check_device(config)
-    _check_layer(config)
-    checkpoint, lr_override = None, None
+    check_layer(config)
     if config.resume:
-        checkpoint, run_dir = resolve_resume(config.resume)
-        lr_override = check_resume_flags(config, run_dir)
+        resume = resume or plan_resume(config.resume, config.to_dict())
+        run_dir = resume.run_dir
     else:
         out = Path(config.output_dir)
-        check_writable(out)
+        files.check_writable(out)
         run_dir = out / config.run_name if config.run_name else None
         if run_dir is not None and run_dir.exists():
             raise ConfigError(f"run_name: {run_dir} exists already; choose another --run-name, or continue it "
                               f"with --resume {run_dir}")
     data = load_data(config)
-    state = check_checkpoint_fits(config, len(data.classes), checkpoint) if checkpoint is not None else None
+    if resume is not None:
+        check_fits(resume, len(data.classes))
     if run_dir is None:  # under torchrun every process picks one; the trainer keeps rank 0's
-        run_dir = timestamped(Path(config.output_dir))
-    return LaunchPlan(config, data, run_dir, checkpoint, state, derived_settings(config, data), lr_override)
-
-
-def derived_settings(config: Config, data: DataSplits) -> dict[str, Any]:
-    """What the run computes from its data and setting: config.yaml's `derived` section."""
-    mean, std = channel_stats(data.train.images)
-    return {
-        "mean": mean, "std": std, "classes": list(data.classes),
-        "train_images": len(data.train), "val_images": len(data.val or data.test), "test_images": len(data.test),
-        "val_source": "held-out train" if data.val is not None else "test split",
-        "skipped_images": data.skipped_images,
-        "train_transform": describe(build_train_transform(config, mean, std)),
-        "test_transform": describe(build_test_transform(mean, std)),
-        "versions": {"torch": str(torch.__version__), "ignite": str(ignite.__version__),
-                     "python": sys.version.split()[0]},
-    }
-
-
-def check_device(config: Config) -> None:
-    if config.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: cuda was asked for but no CUDA device is available; use --device cpu or auto")
-    if config.backend == "nccl" and not torch.cuda.is_available():
-        raise ConfigError("backend: nccl needs CUDA GPUs; use --backend gloo on CPU")
-
-
-def check_writable(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"output_dir: cannot write into {folder} ({exc.strerror}); "
-                          "choose another --output-dir") from None
-
-
-def _check_layer(config: Config) -> None:
-    narrow = configured_model(config, 10, width=min(config.width, 0.125))
-    try:
-        resolve_layer(narrow, config.gradcam_layer)
-    except UnknownLayerError as exc:
-        raise ConfigError(f"gradcam_layer: {exc}") from None
-
-
-def timestamped(out: Path, prefix: str = "") -> Path:
-    """A new folder name under `out`: prefix + the time, with -1, -2, ... when that exists already."""
-    stamp = prefix + dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir, k = out / stamp, 1
-    while run_dir.exists():
-        run_dir, k = out / f"{stamp}-{k}", k + 1
-    return run_dir
+        run_dir = files.timestamped(Path(config.output_dir))
+    return LaunchPlan(config, data, run_dir, derived_settings(config, data), resume)
 
 
 def _backend(config: Config) -> str | None:

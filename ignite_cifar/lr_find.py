@@ -29,10 +29,9 @@ from .data import DataSplits, load_data
 from .engines import Precision
 from .errors import ConfigError, TrainingStopped, UserError
 from .handlers import attach_epoch_seeding
-from .launch import check_device, check_writable, derived_settings, timestamped
 from .loaders import Dataflow, build_dataflow, shut_down_workers
+from .process import build_model_and_optimizer, check_device, derived_settings, resolve_precision, setup_process
 from .recipe import training_criterion
-from .trainer import build_model_and_optimizer, setup_process
 
 log = logging.getLogger("ignite_cifar")
 
@@ -87,8 +86,8 @@ def output_folder(config: Config, output: str | None) -> Path:
         if run_dir.exists():
             raise ConfigError(f"run_name: {run_dir} exists already; choose another --run-name")
     else:
-        run_dir = timestamped(Path(config.output_dir), prefix="lr-find-")
-    check_writable(run_dir if run_dir.exists() else run_dir.parent)
+        run_dir = files.timestamped(Path(config.output_dir), prefix="lr-find-")
+    files.check_writable(run_dir if run_dir.exists() else run_dir.parent)
     return run_dir
 
 
@@ -96,7 +95,7 @@ def run_finder(config: Config, test: RangeTest, data: DataSplits,
                derived: dict[str, Any]) -> tuple[FastaiLRFinder, dict[str, Any]]:
     """Build what training builds and let FastaiLRFinder sweep it; returns the finder and how it ran."""
     device = setup_process(config)
-    precision = Precision.resolve(config.amp, config.channels_last, device)
+    precision = resolve_precision(config, device)
     flow = build_dataflow(config, data, derived["mean"], derived["std"], device)
     trainer, to_save = build_trainer(config, test, flow, len(data.classes), device, precision)
     log.info("lr-find: lr %.3g -> %.3g in %d exponential steps | %s width %g on %s (%s) | %d train images",

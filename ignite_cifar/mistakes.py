@@ -84,4 +84,4 @@ def find_misclassified(predictions: Predictions, n: int = 20, order: str = "conf
         keep = np.lexsort((wrong, -conf))  # primary key: -conf, then index
         wrong, conf = wrong[keep], conf[keep]
     return [Mistake(int(i), int(predictions.labels[i]), int(predictions.preds[i]), float(c))
-            for i, c in zip(wrong[:n], conf[:n])]
+            for i, c in zip(wrong[:n], conf[:n], strict=True)]

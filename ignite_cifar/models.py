@@ -59,7 +59,7 @@ class ResNet(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         in_ch = base
         stages = []
-        for i, (out_ch, n) in enumerate(zip(channels, blocks)):
+        for i, (out_ch, n) in enumerate(zip(channels, blocks, strict=True)):
             stride = 1 if i == 0 else 2
             layers = []
             for j in range(n):

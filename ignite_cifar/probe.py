@@ -60,7 +60,8 @@ class GradCAMProbe:
         out = self.explain()
         entries = [{"index": int(i), "pred_name": f"{self.classes[p]} {pp:.2f}",
                     "true_name": f"{self.classes[t]} {pt:.2f}"}
-                   for i, p, t, pp, pt in zip(self.index, out["pred"], self.labels, out["p_pred"], out["p_true"])]
+                   for i, p, t, pp, pt in zip(self.index, out["pred"], self.labels, out["p_pred"], out["p_true"],
+                                                         strict=True)]
         shown = denormalize(self.images, self.mean, self.std)
         title = (f"epoch {epoch}: {self.method} of the probe images, for the predicted and the true class "
                  "(with each class's probability; jet: red = high)")

@@ -1,18 +1,62 @@
-"""`--resume`: find the checkpoint and run folder, read the saved config, load the checkpoint once, check it fits."""
+"""`--resume`, worked out once: where the checkpoint and run folder are, the checkpoint and the saved config read
+once each, and what the flags given now change. The CLI and the launcher both use the one ResumePlan it returns."""
 
 from __future__ import annotations
 
-import functools
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
+
+import torch
 
 from . import files
 from .config import Config, make_config, read_yaml
 from .errors import CheckpointError, ConfigError
 from .recipe import configured_model
 
+RESUMABLE_KEYS = ("model", "optimizer", "trainer", "scheduler")
 
-def resolve_resume(resume: str) -> tuple[Path, Path]:
+
+@dataclass
+class ResumePlan:
+    """A run to continue, as read from its folder once."""
+
+    checkpoint: Path
+    run_dir: Path
+    state: dict[str, Any]  # the checkpoint, loaded as data
+    config: Config  # the run's saved config, updated by the flags given now
+    lr_override: float | None  # --lr given now and other than the run's: it replaces the checkpoint's lr
+
+    @property
+    def epochs_done(self) -> int:
+        trainer = self.state["trainer"]
+        return int(trainer.get("iteration", 0)) // max(1, int(trainer.get("epoch_length") or 1))
+
+
+def plan_resume(resume: str, given: Mapping[str, Any]) -> ResumePlan:
+    """Everything `--resume <resume>` means, with `given` the flags (field: value) the user gave now.
+
+    Refuses, each in one line: a path that is neither a run folder nor a checkpoint, a file that is not a
+    (safe) resumable checkpoint, a damaged config.yaml and another optimizer (check_fits does the rest once the
+    data is known)."""
+    checkpoint, run_dir = locate(resume)
+    state = files.load_checkpoint(checkpoint)  # a file that is not a (safe) checkpoint is refused before anything
+    missing = [k for k in RESUMABLE_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"{checkpoint} cannot be resumed from: it lacks {', '.join(missing)} "
+                              f"(use a {files.LAST_PREFIX}_*.pt checkpoint)")
+    files.check_run_folder(run_dir, "resume")
+    saved = saved_config(run_dir)
+    config = make_config(saved, given, {"resume": resume})
+    saved_optimizer = saved.get("optimizer", "sgd")
+    if saved_optimizer != config.optimizer:
+        raise ConfigError(f"optimizer: {run_dir} was trained with {saved_optimizer}; its optimizer state cannot "
+                          f"continue as {config.optimizer} (leave --optimizer out to resume it)")
+    lr_override = config.lr if "lr" in given and float(saved.get("lr", config.lr)) != config.lr else None
+    return ResumePlan(checkpoint, run_dir, state, config, lr_override)
+
+
+def locate(resume: str) -> tuple[Path, Path]:
     """(checkpoint file, run folder) for `--resume` given a run folder or a checkpoint file."""
     path = Path(resume)
     if path.is_dir():
@@ -33,46 +77,24 @@ def saved_config(run_dir: Path) -> dict[str, Any]:
     return data
 
 
-def load_resume_checkpoint(ckpt: Path) -> dict[str, Any]:
-    """The checkpoint as data, read from disk once however often the launcher asks (the CLI checks it before
-    building the config, and the launcher again when it prepares the run)."""
-    stat = Path(ckpt).stat()
-    return _load_once(str(Path(ckpt).resolve()), stat.st_mtime_ns, stat.st_size)
+def check_fits(plan: ResumePlan, num_classes: int) -> None:
+    """The checkpoint's weights fit the configured model for this data, and it has epochs left to train (each
+    refused in one line otherwise)."""
+    model = configured_model(plan.config, num_classes)
+    files.load_model_weights(model, files.model_state(plan.state, plan.checkpoint), plan.checkpoint)
+    if plan.epochs_done >= plan.config.epochs:
+        raise ConfigError(f"epochs: the checkpoint has finished {plan.epochs_done} epochs already; "
+                          f"pass --epochs larger than {plan.epochs_done} to train further")
 
 
-@functools.lru_cache(maxsize=1)
-def _load_once(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
-    return files.load_checkpoint(path)
-
-
-def config_for_resume(resume: str, overrides: dict[str, Any]) -> Config:
-    """The resumed run's own config, updated by the flags given now (e.g. more --epochs)."""
-    ckpt, run_dir = resolve_resume(resume)
-    load_resume_checkpoint(ckpt)  # refuse a file that is not a (safe) checkpoint before anything else
-    files.check_run_folder(run_dir, "resume")
-    return make_config(saved_config(run_dir), overrides, {"resume": resume})
-
-
-def check_resume_flags(config: Config, run_dir: Path) -> float | None:
-    """The lr that replaces the checkpoint's (an --lr other than the run's), or None; refuses another optimizer."""
-    saved = saved_config(run_dir)
-    saved_optimizer = saved.get("optimizer", "sgd")
-    if saved_optimizer != config.optimizer:
-        raise ConfigError(f"optimizer: {run_dir} was trained with {saved_optimizer}; its optimizer state cannot "
-                          f"continue as {config.optimizer} (leave --optimizer out to resume it)")
-    return config.lr if float(saved.get("lr", config.lr)) != config.lr else None
-
-
-def check_checkpoint_fits(config: Config, num_classes: int, ckpt: Path) -> dict[str, Any]:
-    """Load a checkpoint as data and check that it is a resumable one that fits this model."""
-    state = load_resume_checkpoint(ckpt)
-    missing = [k for k in ("model", "optimizer", "trainer", "scheduler") if k not in state]
-    if missing:
-        raise CheckpointError(f"{ckpt} cannot be resumed from: it lacks {', '.join(missing)} "
-                              f"(use a {files.LAST_PREFIX}_*.pt checkpoint)")
-    files.load_model_weights(configured_model(config, num_classes), files.model_state(state, ckpt), ckpt)
-    done = int(state["trainer"].get("iteration", 0)) // max(1, int(state["trainer"].get("epoch_length") or 1))
-    if done >= config.epochs:
-        raise ConfigError(f"epochs: the checkpoint has finished {done} epochs already; "
-                          f"pass --epochs larger than {done} to train further")
-    return state
+def private_copy(value: Any) -> Any:
+    """The checkpoint's nested dicts and lists with every tensor cloned: spawned processes receive the loaded
+    state through shared memory, and an optimizer keeps loaded momentum buffers as they are, so without a copy
+    every process would update the same buffers."""
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, dict):
+        return {k: private_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(private_copy(v) for v in value)
+    return value

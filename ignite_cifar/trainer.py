@@ -7,18 +7,16 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import ignite.distributed as idist
 import torch
 from ignite.contrib.handlers import ProgressBar
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
-from ignite.utils import manual_seed
 from torch import nn
 
 from . import engines, figures, files
@@ -41,23 +39,21 @@ from .handlers import (
 )
 from .loaders import Dataflow, build_dataflow, shut_down_workers
 from .probe import GradCAMProbe
-from .recipe import build_optimizer, configured_model, optimizer_settings, training_criterion
+from .process import (
+    LaunchPlan,
+    Network,
+    build_model_and_optimizer,
+    parameter_checksum,
+    resolve_precision,
+    setup_process,
+)
+from .recipe import optimizer_settings, training_criterion
+from .resume import private_copy
 from .saved_run import load_weights
 from .stopping import StopRequests
 from .tensorboard_views import HParamsLog, add_layout
 
-if TYPE_CHECKING:
-    from .launch import LaunchPlan
-
 log = logging.getLogger("ignite_cifar")
-
-
-@dataclass
-class Network:
-    model: nn.Module        # what the engines run: the model, DDP-wrapped with several processes
-    base_model: nn.Module   # the plain model inside (saved, explained, checksummed)
-    train_model: nn.Module  # what the training step calls: `model`, compiled with --compile
-    optimizer: torch.optim.Optimizer
 
 
 @dataclass
@@ -86,7 +82,7 @@ def train_process(plan: LaunchPlan, result: dict[str, Any], stops: StopRequests)
     config = plan.config
     device = setup_process(config)
     run_dir = shared_run_dir(plan)
-    precision = Precision.resolve(config.amp, config.channels_last, device)
+    precision = resolve_precision(config, device)
     flow = build_dataflow(config, plan.data, plan.derived["mean"], plan.derived["std"], device)
     net = build_model_and_optimizer(config, len(plan.data.classes), device, precision)
     run = build_engines(config, net, flow, device, precision, run_dir)
@@ -108,22 +104,6 @@ def train_process(plan: LaunchPlan, result: dict[str, Any], stops: StopRequests)
     finish(config, run, net, outputs, device, run_dir, result)
 
 
-def setup_process(config: Config) -> torch.device:
-    """Seeds, threads and logging of this process; returns its device."""
-    device = torch.device("cpu") if config.device == "cpu" else idist.device()
-    if device.type == "cpu" and idist.get_nproc_per_node() > 1:
-        # N processes x all cores each would oversubscribe the CPU many times over.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // idist.get_nproc_per_node()))
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed 32x32 inputs: let cuDNN pick its fastest convolutions
-    manual_seed(config.seed)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    # ignite logs "Engine run is terminating due to exception" for every stop; the CLI reports each in one line
-    logging.getLogger("ignite.engine.engine.Engine").setLevel(logging.CRITICAL)
-    log.setLevel(logging.INFO if idist.get_rank() == 0 else logging.WARNING)
-    return device
-
-
 def shared_run_dir(plan: LaunchPlan) -> Path:
     """Every process uses rank 0's run folder (under torchrun each process planned its own name)."""
     run_dir = plan.run_dir
@@ -132,22 +112,6 @@ def shared_run_dir(plan: LaunchPlan) -> Path:
     if idist.get_rank() == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
-
-
-def build_model_and_optimizer(config: Config, num_classes: int, device: torch.device,
-                              precision: Precision) -> Network:
-    base_model = configured_model(config, num_classes)
-    if precision.channels_last:
-        base_model = base_model.to(memory_format=torch.channels_last)
-    model = idist.auto_model(base_model)
-    base_model = model.module if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model
-    # Only the training step is compiled. Evaluation stays eager: compiling it would add graphs (eval mode, its
-    # own batch sizes) whose compile time outweighs what they save on 10,000 images an epoch.
-    # dynamic=False: the epoch's last, smaller batch gets its own static graph instead of turning every step
-    # into a dynamic-shape one.
-    train_model = torch.compile(model, dynamic=False) if config.compile else model
-    optimizer = idist.auto_optim(build_optimizer(config, model.parameters()))
-    return Network(model, base_model, train_model, optimizer)
 
 
 def build_engines(config: Config, net: Network, flow: Dataflow, device: torch.device, precision: Precision,
@@ -178,12 +142,10 @@ def build_engines(config: Config, net: Network, flow: Dataflow, device: torch.de
 
 def restore(plan: LaunchPlan, run: Run, flow: Dataflow, optimizer: torch.optim.Optimizer) -> int:
     """Load the resumed checkpoint into everything it saved; returns the epochs already done (0 for a new run)."""
-    if plan.checkpoint_state is None:
+    if plan.resume is None:
         return 0
     config, trainer = plan.config, run.trainer
-    # Spawned processes received these tensors through shared memory, and the optimizer keeps loaded
-    # momentum buffers as they are: without a private copy every process would update the same buffers.
-    state = _private_copy(plan.checkpoint_state)
+    state = private_copy(plan.resume.state)
     Checkpoint.load_objects(to_load={k: v for k, v in run.to_save.items() if k in state}, checkpoint=state)
     if "ema_model" in run.to_save and "ema_model" not in state:  # --ema-decay given to a run without one
         run.evaluated_model.load_state_dict(run.to_save["model"].state_dict())
@@ -193,11 +155,11 @@ def restore(plan: LaunchPlan, run: Run, flow: Dataflow, optimizer: torch.optim.O
     flow.sampler.skip = (trainer.state.iteration % epoch_length) * (flow.train_loader.batch_size or 1)
     for group in optimizer.param_groups:  # as configured now, which is the saved config plus today's flags
         group.update(optimizer_settings(config))
-    if plan.lr_override is not None:
+    if plan.resume.lr_override is not None:
         saved_lr = current_lr(optimizer)
         for group in optimizer.param_groups:
-            group["lr"] = plan.lr_override
-        log.info("lr %.3g from --lr replaces the checkpoint's %.3g", plan.lr_override, saved_lr)
+            group["lr"] = plan.resume.lr_override
+        log.info("lr %.3g from --lr replaces the checkpoint's %.3g", plan.resume.lr_override, saved_lr)
     return trainer.state.iteration // epoch_length
 
 
@@ -227,7 +189,7 @@ def attach_outputs(plan: LaunchPlan, run: Run, net: Network, flow: Dataflow, dev
             ProgressBar(persist=False).attach(trainer, output_transform=lambda out: {"loss": out["loss"]})
         log.info("run folder: %s | %s x%d on %s (%s) | %d train / %d val images | %s%s", run_dir, config.model,
                  idist.get_world_size(), device, precision.describe(), len(plan.data.train), len(flow.val_split),
-                 f"resuming after epoch {start_epoch}" if plan.checkpoint else "from scratch",
+                 f"resuming after epoch {start_epoch}" if plan.resume else "from scratch",
                  f" | evaluating the weight average (EMA decay {config.ema_decay})" if config.ema_decay else "")
     attach_epoch_log(trainer, run.evaluator, flow.val_loader, net.optimizer, outputs.history, len(plan.data.train),
                      config.batch_size, on_record=_after_record(outputs, run_dir) if rank == 0 else None)
@@ -326,21 +288,3 @@ def stopped(stops: StopRequests, run: Run, outputs: Outputs, run_dir: Path) -> T
     if outputs.tb:
         outputs.tb.close()
     return TrainingStopped(message, exit_code=code)
-
-
-def parameter_checksum(model: nn.Module) -> torch.Tensor:
-    """(sum, sum of squares, weighted sum) of all parameters in float64: equal replicas give equal triples."""
-    flat = torch.cat([p.detach().double().flatten() for p in model.parameters()])
-    weights = torch.arange(1, flat.numel() + 1, dtype=torch.float64, device=flat.device)
-    return torch.stack([flat.sum(), (flat * flat).sum(), (flat * weights).sum()])
-
-
-def _private_copy(value: Any) -> Any:
-    """The checkpoint's nested dicts and lists with every tensor cloned."""
-    if isinstance(value, torch.Tensor):
-        return value.clone()
-    if isinstance(value, dict):
-        return {k: _private_copy(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_private_copy(v) for v in value)
-    return value

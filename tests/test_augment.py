@@ -183,7 +183,7 @@ def test_augmented_dataset_is_deterministic_by_seed_epoch_index():
     b.set_epoch(3)
     forward = [a[i][0] for i in range(6)]
     backward = [b[i][0] for i in reversed(range(6))][::-1]
-    for x, y in zip(forward, backward):
+    for x, y in zip(forward, backward, strict=True):
         assert torch.equal(x, y)
     # interleaving other reads (and the global RNGs) does not matter either
     np.random.seed(123)
@@ -199,7 +199,7 @@ def test_augmented_dataset_changes_with_epoch_and_seed():
     first = [a[i][0] for i in range(6)]
     a.set_epoch(1)
     second = [a[i][0] for i in range(6)]
-    assert sum(not torch.equal(x, y) for x, y in zip(first, second)) >= 5
+    assert sum(not torch.equal(x, y) for x, y in zip(first, second, strict=True)) >= 5
     other = _dataset(seed=12)
     other.set_epoch(0)
     assert sum(not torch.equal(x, other[i][0]) for i, x in enumerate(first)) >= 5
@@ -261,6 +261,6 @@ def test_persistent_workers_see_each_new_epoch():
     with_workers = epochs(DataLoader(ds, batch_size=3, num_workers=1, persistent_workers=True), ds)
     ds_plain = _dataset()
     in_process = epochs(DataLoader(ds_plain, batch_size=3, num_workers=0), ds_plain)
-    for a, b in zip(with_workers, in_process):
+    for a, b in zip(with_workers, in_process, strict=True):
         assert torch.equal(a, b)
     assert not torch.equal(with_workers[0], with_workers[1])

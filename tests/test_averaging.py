@@ -3,6 +3,7 @@ and that a resumed run averages exactly as an uninterrupted one."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def test_momentum_starts_large_and_settles_at_one_minus_decay():
     assert ema_momentum(100, 0.999) == pytest.approx(9 / 110)
     assert ema_momentum(10_000, 0.999) == pytest.approx(0.001)
     values = [ema_momentum(t, 0.99) for t in range(1, 2000)]
-    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert all(a >= b for a, b in itertools.pairwise(values))
 
 
 def test_the_average_follows_the_recursion_step_by_step():

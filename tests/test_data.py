@@ -149,7 +149,7 @@ def test_folder_loads_rgb_32x32_with_sorted_classes(folder):
     assert data.skipped_images == 0
     # Every image has its class's colour (the grayscale one is grey), so labels match the pictures.
     for split in (data.train, data.test):
-        for img, label in zip(split.images, split.labels):
+        for img, label in zip(split.images, split.labels, strict=True):
             pixel = img.reshape(-1, 3).mean(0)
             if np.allclose(pixel, 77, atol=1):
                 continue

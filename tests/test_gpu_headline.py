@@ -41,7 +41,6 @@ def test_dry_run_succeeds_and_leaves_the_files_that_come_back(dry_run):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     names = sorted(p.name for p in out.iterdir())
     assert names == ["RESULTS-GPU.md", "headline.log", "matrix.json", "matrix.md", "run.tar.gz"]
-    assert len(names) <= 8  # what the GPU machine sends back
 
 
 def test_the_matrix_choice_is_what_the_run_used(dry_run):

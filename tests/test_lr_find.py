@@ -104,31 +104,35 @@ def test_the_json_records_the_config_it_used(found):
     assert len(report["derived"]["mean"]) == 3 and report["derived"]["device"] == "cpu"
 
 
-def _bad_inputs(tmp: Path) -> dict[str, list[str]]:
+def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
+    """id: (argv, words the one-line message must contain)."""
     out = ["--output-dir", str(tmp / "runs")]
     return {
-        "start-above-end": [*TINY, *out, "--start-lr", "1", "--end-lr", "0.1"],
-        "start-equals-end": [*TINY, *out, "--start-lr", "0.1", "--end-lr", "0.1"],
-        "start-zero": [*TINY, *out, "--start-lr", "0"],
-        "one-iteration": [*TINY, *out, "--num-iter", "1"],
-        "no-iterations": [*TINY, *out, "--num-iter", "0"],
-        "start-not-a-number": [*TINY, *out, "--start-lr", "fast"],
-        "two-processes": [*TINY, *out, "--nproc-per-node", "2"],
-        "resume": [*TINY, *out, "--resume", str(tmp / "nowhere")],
-        "missing-data-dir": ["--dataset", "folder", "--data-dir", str(tmp / "missing"), *out],
-        "width-zero": [*TINY, *out, "--width", "0"],
+        "start-above-end": ([*TINY, *out, "--start-lr", "1", "--end-lr", "0.1"], ["start_lr", "below end_lr"]),
+        "start-equals-end": ([*TINY, *out, "--start-lr", "0.1", "--end-lr", "0.1"], ["start_lr", "below end_lr"]),
+        "start-zero": ([*TINY, *out, "--start-lr", "0"], ["start_lr", "> 0"]),
+        "one-iteration": ([*TINY, *out, "--num-iter", "1"], ["num_iter", ">= 3"]),
+        "no-iterations": ([*TINY, *out, "--num-iter", "0"], ["num_iter", ">= 3"]),
+        "start-not-a-number": ([*TINY, *out, "--start-lr", "fast"], ["--start-lr", "fast"]),
+        "two-processes": ([*TINY, *out, "--nproc-per-node", "2"], ["nproc_per_node", "one process"]),
+        # an existing folder, so that lr-find's own guard answers (not a missing-path check before it)
+        "resume": ([*TINY, *out, "--resume", str(tmp)], ["resume", "fresh weights"]),
+        "missing-data-dir": (["--dataset", "folder", "--data-dir", str(tmp / "missing"), *out],
+                             ["does not exist", "--data-dir"]),
+        "width-zero": ([*TINY, *out, "--width", "0"], ["width", "> 0"]),
     }
 
 
 @pytest.mark.parametrize("case", list(_bad_inputs(Path("."))))
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, tmp_path, capsys):
+    argv, words = _bad_inputs(tmp_path)[case]
     try:
-        code = cli.main(["lr-find", *_bad_inputs(tmp_path)[case]])
+        code = cli.main(["lr-find", *argv])
     except SystemExit as exc:  # argparse's own errors
         code = exc.code
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0 and err.startswith("ignite-cifar: error:"), err
-    assert "Traceback" not in err
+    assert "Traceback" not in err and all(w in err for w in words), (words, err)
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
 
 

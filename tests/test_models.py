@@ -101,7 +101,7 @@ def test_layer_norm_is_batch_independent():
     alone, _ = _capture_norm_outputs(model, x[:1])
     assert torch.allclose(out_x[0], out_y[0], atol=1e-5)
     assert torch.allclose(out_x[0], alone[0], atol=1e-5)
-    for a, b in zip(norms_x, norms_y):
+    for a, b in zip(norms_x, norms_y, strict=True):
         assert torch.allclose(a[0], b[0], atol=1e-5)
     assert not torch.allclose(out_x[1], out_y[1], atol=1e-3)  # the other samples did change
 

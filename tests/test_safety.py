@@ -45,69 +45,75 @@ def _image_folder(root: Path, classes=("a", "b"), test_classes=None, per_class=2
     return root
 
 
-CASE_IDS = [  # one per bad input below, so a failing case names itself
-    "missing-data-dir", "no-class-folders", "train-test-classes-differ", "class-without-images", "unreadable-image",
-    "unknown-flag", "epochs-not-integer", "epochs-zero", "lr-zero", "lr-negative", "batch-size-zero",
-    "subset-too-large", "val-split-one", "unknown-model", "unknown-norm", "probability-above-one",
-    "unknown-gradcam-layer", "unknown-gradcam-method", "unknown-mistake-order", "unknown-optimizer",
-    "label-smoothing-one", "label-smoothing-negative", "warmup-negative", "resume-with-other-optimizer",
-    "yaml-does-not-parse", "yaml-missing", "output-dir-not-writable", "run-name-exists", "resume-not-a-checkpoint",
-    "resume-other-architecture", "resume-missing",
-]
+class _Case:
+    """What the bad invocations build on: a scratch folder and the finished run in the output folder they point at.
+    Each case builds only what it uses."""
+
+    def __init__(self, tmp: Path, earlier: Path):
+        self.tmp, self.earlier = tmp, earlier
+        self.out = ["--output-dir", str(earlier.parent)]
+        self.tiny = ["--dataset", "synthetic", "--width", "0.0625", "--epochs", "1", "--num-workers", "0",
+                     "--train-subset", "100", "--test-subset", "50"] + self.out
+
+    def folder(self, name: str, **kwargs) -> list[str]:
+        return ["--dataset", "folder", "--data-dir", str(_image_folder(self.tmp / name, **kwargs))] + self.out
+
+    def file(self, name: str, text: str) -> str:
+        (self.tmp / name).write_text(text)
+        return str(self.tmp / name)
+
+    def other_architecture(self) -> str:
+        """A copy of the earlier run whose config.yaml claims another width than its checkpoint has."""
+        other = self.tmp / "other-arch"
+        shutil.copytree(self.earlier, other)
+        saved = yaml.safe_load((other / "config.yaml").read_text())
+        saved["width"] = 0.125
+        (other / "config.yaml").write_text(yaml.safe_dump(saved))
+        return str(other)
 
 
-def _cases(tmp: Path, earlier: Path):
-    out = ["--output-dir", str(earlier.parent)]
-    tiny = ["--dataset", "synthetic", "--width", "0.0625", "--epochs", "1", "--num-workers", "0",
-            "--train-subset", "100", "--test-subset", "50"] + out
-    bad_yaml = tmp / "bad.yaml"
-    bad_yaml.write_text("epochs: 2\nlr: 0.1\nmodel: [resnet18\nwidth: 1\n")
-    not_ckpt = tmp / "notes.pt"
-    not_ckpt.write_text("just text")
-    (tmp / "plainfile").write_text("x")
-    other_arch = tmp / "other-arch"
-    shutil.copytree(earlier, other_arch)
-    saved = yaml.safe_load((other_arch / "config.yaml").read_text())
-    saved["width"] = 0.125
-    (other_arch / "config.yaml").write_text(yaml.safe_dump(saved))
-    folder = lambda name, **kw: str(_image_folder(tmp / name, **kw))  # noqa: E731
-    # id: (argv, words the one-line message must contain)
-    return dict(zip(CASE_IDS, [
-        (["--dataset", "folder", "--data-dir", str(tmp / "nowhere")] + out, ["does not exist", "--data-dir"]),
-        (["--dataset", "folder", "--data-dir", folder("emptydir", classes=())] + out, ["no class folders"]),
-        (["--dataset", "folder", "--data-dir", folder("differ", classes=("a", "b"), test_classes=("a", "c"))] + out,
-         ["differ", "'b'", "'c'"]),
-        (["--dataset", "folder", "--data-dir", folder("noimages", empty="b")] + out, ["has no images"]),
-        (["--dataset", "folder", "--data-dir", folder("corrupt", corrupt="a")] + out,
-         ["broken.png", "--skip-bad-images"]),
-        (["--frobnicate", "3"] + tiny, ["unrecognized arguments", "--frobnicate"]),
-        (tiny + ["--epochs", "abc"], ["epochs", "integer", "abc"]),
-        (tiny + ["--epochs", "0"], ["epochs", ">= 1"]),
-        (tiny + ["--lr", "0"], ["lr", "> 0"]),
-        (tiny + ["--lr", "-1"], ["lr", "> 0"]),
-        (tiny + ["--batch-size", "0"], ["batch_size", ">= 1"]),
-        (tiny + ["--train-subset", "999999"], ["train_subset", "larger than the split"]),
-        (tiny + ["--val-split", "1"], ["val_split", "[0, 1)"]),
-        (tiny + ["--model", "vgg"], ["model", "resnet18, resnet34"]),
-        (tiny + ["--norm", "batch"], ["norm", "layer"]),
-        (tiny + ["--p-hflip", "2"], ["p_hflip", "probability"]),
-        (tiny + ["--gradcam-layer", "layer9"], ["gradcam_layer", "layer9", "layer4"]),
-        (tiny + ["--gradcam-method", "scorecam"], ["gradcam_method", "gradcam++"]),
-        (tiny + ["--mistake-order", "random"], ["mistake_order", "confident, first"]),
-        (tiny + ["--optimizer", "rmsprop"], ["optimizer", "sgd, adam"]),
-        (tiny + ["--label-smoothing", "1"], ["label_smoothing", "[0, 1)"]),
-        (tiny + ["--label-smoothing", "-0.1"], ["label_smoothing", "[0, 1)"]),
-        (tiny + ["--warmup-epochs", "-2"], ["warmup_epochs", ">= 0"]),
-        (tiny + ["--ema-decay", "1"], ["ema_decay", "[0, 1)"]),
-        (["--resume", str(earlier), "--optimizer", "adam", "--epochs", "2"], ["optimizer", "sgd", "adam"]),
-        (["--config", str(bad_yaml)] + tiny, ["bad.yaml", "line 4"]),
-        (["--config", str(tmp / "missing.yaml")] + tiny, ["no such file"]),
-        (tiny + ["--output-dir", str(tmp / "plainfile" / "runs")], ["output_dir", "cannot write"]),
-        (tiny + ["--run-name", earlier.name], ["exists already", "--resume"]),
-        (["--resume", str(not_ckpt)], ["notes.pt"]),
-        (["--resume", str(other_arch)], ["does not fit", "shape", "checkpoint (4,", "model (8,"]),
-        (["--resume", str(tmp / "nothing-here")], ["does not exist"]),
-    ]))
+BAD_YAML = "epochs: 2\nlr: 0.1\nmodel: [resnet18\nwidth: 1\n"  # the bracket opened on line 3 never closes
+
+# id: (argv built from a _Case, words the one-line message must contain)
+CASES = {
+    "missing-data-dir": (lambda c: ["--dataset", "folder", "--data-dir", str(c.tmp / "nowhere")] + c.out,
+                         ["does not exist", "--data-dir"]),
+    "no-class-folders": (lambda c: c.folder("emptydir", classes=()), ["no class folders"]),
+    "train-test-classes-differ": (lambda c: c.folder("differ", classes=("a", "b"), test_classes=("a", "c")),
+                                  ["differ", "'b'", "'c'"]),
+    "class-without-images": (lambda c: c.folder("noimages", empty="b"), ["has no images"]),
+    "unreadable-image": (lambda c: c.folder("corrupt", corrupt="a"), ["broken.png", "--skip-bad-images"]),
+    "unknown-flag": (lambda c: ["--frobnicate", "3"] + c.tiny, ["unrecognized arguments", "--frobnicate"]),
+    "epochs-not-integer": (lambda c: c.tiny + ["--epochs", "abc"], ["epochs", "integer", "abc"]),
+    "epochs-zero": (lambda c: c.tiny + ["--epochs", "0"], ["epochs", ">= 1"]),
+    "lr-zero": (lambda c: c.tiny + ["--lr", "0"], ["lr", "> 0"]),
+    "lr-negative": (lambda c: c.tiny + ["--lr", "-1"], ["lr", "> 0"]),
+    "batch-size-zero": (lambda c: c.tiny + ["--batch-size", "0"], ["batch_size", ">= 1"]),
+    "subset-too-large": (lambda c: c.tiny + ["--train-subset", "999999"], ["train_subset", "larger than the split"]),
+    "val-split-one": (lambda c: c.tiny + ["--val-split", "1"], ["val_split", "[0, 1)"]),
+    "unknown-model": (lambda c: c.tiny + ["--model", "vgg"], ["model", "resnet18, resnet34"]),
+    "unknown-norm": (lambda c: c.tiny + ["--norm", "batch"], ["norm", "layer"]),
+    "probability-above-one": (lambda c: c.tiny + ["--p-hflip", "2"], ["p_hflip", "probability"]),
+    "unknown-gradcam-layer": (lambda c: c.tiny + ["--gradcam-layer", "layer9"], ["gradcam_layer", "layer9", "layer4"]),
+    "unknown-gradcam-method": (lambda c: c.tiny + ["--gradcam-method", "scorecam"], ["gradcam_method", "gradcam++"]),
+    "unknown-mistake-order": (lambda c: c.tiny + ["--mistake-order", "random"], ["mistake_order", "confident, first"]),
+    "unknown-optimizer": (lambda c: c.tiny + ["--optimizer", "rmsprop"], ["optimizer", "sgd, adam"]),
+    "label-smoothing-one": (lambda c: c.tiny + ["--label-smoothing", "1"], ["label_smoothing", "[0, 1)"]),
+    "label-smoothing-negative": (lambda c: c.tiny + ["--label-smoothing", "-0.1"], ["label_smoothing", "[0, 1)"]),
+    "warmup-negative": (lambda c: c.tiny + ["--warmup-epochs", "-2"], ["warmup_epochs", ">= 0"]),
+    "ema-decay-one": (lambda c: c.tiny + ["--ema-decay", "1"], ["ema_decay", "[0, 1)"]),
+    "resume-with-other-optimizer": (lambda c: ["--resume", str(c.earlier), "--optimizer", "adam", "--epochs", "2"],
+                                    ["optimizer", "sgd", "adam"]),
+    "yaml-does-not-parse": (lambda c: ["--config", c.file("bad.yaml", BAD_YAML)] + c.tiny, ["bad.yaml", "line 4"]),
+    "yaml-missing": (lambda c: ["--config", str(c.tmp / "missing.yaml")] + c.tiny, ["no such file"]),
+    "output-dir-not-writable": (lambda c: c.tiny + ["--output-dir", str(Path(c.file("plainfile", "x")) / "runs")],
+                                ["output_dir", "cannot write"]),
+    "run-name-exists": (lambda c: c.tiny + ["--run-name", c.earlier.name], ["exists already", "--resume"]),
+    "resume-not-a-checkpoint": (lambda c: ["--resume", c.file("notes.pt", "just text")], ["notes.pt"]),
+    "resume-other-architecture": (lambda c: ["--resume", c.other_architecture()],
+                                  ["does not fit", "shape", "checkpoint (4,", "model (8,"]),
+    "resume-missing": (lambda c: ["--resume", str(c.tmp / "nothing-here")], ["does not exist"]),
+}
 
 
 @pytest.fixture(scope="module")
@@ -117,10 +123,11 @@ def earlier_run(tmp_path_factory):
     return Path(result["run_dir"])
 
 
-@pytest.mark.parametrize("case", CASE_IDS)
+@pytest.mark.parametrize("case", list(CASES))
 def test_bad_input_exits_2_with_one_line_and_touches_nothing(case, tmp_path, earlier_run, capsys):
     before = _snapshot(earlier_run.parent)
-    argv, words = _cases(tmp_path, earlier_run)[case]
+    build, words = CASES[case]
+    argv = build(_Case(tmp_path, earlier_run))
     try:
         code = cli.main(["train"] + argv)
     except SystemExit as exc:  # argparse's own errors

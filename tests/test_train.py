@@ -75,7 +75,7 @@ def test_every_listed_mistake_is_misclassified_by_the_saved_model(smoke_run):
     index = np.array([m["index"] for m in listed["mistakes"]])
     with torch.no_grad():
         probs = model.eval()(normalize_array(test.images[index], derived["mean"], derived["std"])).softmax(1)
-    for m, p in zip(listed["mistakes"], probs):
+    for m, p in zip(listed["mistakes"], probs, strict=True):
         assert test.labels[m["index"]] == m["true"] != m["pred"]
         assert int(p.argmax()) == m["pred"]
         assert float(p.max()) == pytest.approx(m["prob"], abs=1e-4)
