@@ -103,9 +103,12 @@ class DeviceAugment:
             raise ConfigError(f"augment_on: device does not implement {', '.join(unsupported_extras(config))}")
         self.pad, self.size = config.crop_padding, config.cutout_size
         self.rotates = config.p_rotate > 0 and config.rotate_limit > 0
+        self.flips = config.p_hflip > 0
         # albumentations pads with the mean as the uint8 image holds it: rounded to a whole grey level
         mean255 = torch.tensor(mean, dtype=torch.float32) * 255.0  # as albumentations' Normalize computes it
-        self.fill = torch.round(torch.tensor(mean, dtype=torch.float64) * 255.0).float().view(1, 3, 1, 1).to(device)
+        fill = torch.round(torch.tensor(mean, dtype=torch.float64) * 255.0)
+        self.fill = fill.float().view(1, 3, 1, 1).to(device)
+        self.fill_u8 = fill.to(torch.uint8).view(1, 1, 1, 3).to(device)
         self.mean255 = mean255.view(1, 3, 1, 1).to(device)
         self.inv_std255 = torch.reciprocal(torch.tensor(std, dtype=torch.float32) * 255.0).view(1, 3, 1, 1).to(device)
         self.device = device
@@ -114,27 +117,35 @@ class DeviceAugment:
         """uint8 B x H x W x 3 (device) + the batch's parameters (device) -> normalized float32 B x 3 x H x W."""
         x = self.crop(images, params)
         x = self.rotate(x, params)
-        x = torch.where(params.flip.view(-1, 1, 1, 1), x.flip(3), x)
+        if self.flips:
+            x = torch.where(params.flip.view(-1, 1, 1, 1), x.flip(3), x)
         x = (x - self.mean255) * self.inv_std255
         return self.cut(x, params)
 
     def crop(self, images: torch.Tensor, params: AugmentParams) -> torch.Tensor:
-        """Pad with the mean and crop back to H x W: one gather from the unpadded images, the rest masked."""
-        b, h, w, _ = images.shape
-        ar_h = torch.arange(h, device=images.device)
-        ar_w = torch.arange(w, device=images.device)
-        rows = params.offset_y.view(-1, 1) - self.pad + ar_h  # B x H source rows
-        cols = params.offset_x.view(-1, 1) - self.pad + ar_w
-        inside = ((rows >= 0) & (rows < h)).view(b, 1, h, 1) & ((cols >= 0) & (cols < w)).view(b, 1, 1, w)
-        batch = torch.arange(b, device=images.device).view(b, 1, 1)
-        x = images[batch, rows.clamp(0, h - 1).view(b, h, 1), cols.clamp(0, w - 1).view(b, 1, w)]  # B x H x W x 3
-        return torch.where(inside, x.permute(0, 3, 1, 2).float(), self.fill)
+        """Pad with the mean, then take each sample's window: one gather from a strided view of all windows."""
+        b, h, w, c = images.shape
+        pad = self.pad
+        padded = self.fill_u8.expand(b, h + 2 * pad, w + 2 * pad, c).clone()
+        padded[:, pad:pad + h, pad:pad + w] = images
+        windows = padded.unfold(1, h, 1).unfold(2, w, 1)  # B x (2pad+1) x (2pad+1) x C x H x W, a view
+        batch = torch.arange(b, device=images.device)
+        return windows[batch, params.offset_y, params.offset_x].float()  # B x C x H x W
 
     def rotate(self, x: torch.Tensor, params: AugmentParams) -> torch.Tensor:
         """Rotate about the centre, bilinear, corners filled with the mean, rounded to whole grey levels."""
-        if not self.rotates or (x.device.type == "cpu" and not bool(params.rotate.any())):
-            return x  # nothing to rotate (the batch is checked on CPU only: on a GPU the check would sync)
-        rad = torch.deg2rad(params.angle)
+        if not self.rotates:
+            return x
+        if x.device.type == "cpu":  # only the rotated samples (on a GPU, choosing them would wait for the device)
+            which = params.rotate.nonzero().flatten()
+            out = x.clone()
+            if len(which):
+                out[which] = self._rotated(x[which], params.angle[which])
+            return out
+        return torch.where(params.rotate.view(-1, 1, 1, 1), self._rotated(x, params.angle), x)
+
+    def _rotated(self, x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+        rad = torch.deg2rad(angle)
         cos, sin = torch.cos(rad), torch.sin(rad)
         zero = torch.zeros_like(cos)
         # output -> input coordinates (normalized, square image): the inverse of cv2's rotation matrix
@@ -143,8 +154,7 @@ class DeviceAugment:
         # Sample (image - fill) with zero padding, then add the fill back: outside the image is the fill, and the
         # edge pixels blend with it as cv2's BORDER_CONSTANT does.
         rotated = F.grid_sample(x - self.fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        rotated = torch.round(rotated + self.fill).clamp_(0, 255)
-        return torch.where(params.rotate.view(-1, 1, 1, 1), rotated, x)
+        return torch.round(rotated + self.fill).clamp_(0, 255)
 
     def cut(self, x: torch.Tensor, params: AugmentParams) -> torch.Tensor:
         """One size x size square set to 0 (the mean, after normalization) where the cutout applies."""
