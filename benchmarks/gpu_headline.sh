@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU headline in one call: the step matrix, then the full default recipe (40 epochs, full width, all 50,000
-# training and 10,000 test images of the JPEG export) with the fastest correct setting, then RESULTS-GPU.md.
+# training and 10,000 test images of the JPEG export) with the fastest correct setting and the training images
+# augmented on the GPU (--augment-on device: ignite_cifar/device_augment.py), then RESULTS-GPU.md.
 #
 #   make gpu-kit                                  # once, here: wheels + data into .gpu/ (git-ignored)
 #   OUT=/some/folder bash benchmarks/gpu_headline.sh                 # on the GPU machine ($OUT set there)
@@ -60,18 +61,18 @@ fi
 read -r -a CHOSEN < "$WORK/flags"
 
 step "4. the default recipe with ${CHOSEN[*]}"
-TRAIN=(-m ignite_cifar train --config default --dataset folder --data-dir "$DATA" --num-workers auto
-       --output-dir "$WORK/runs" --run-name headline "${CHOSEN[@]}" "${SIZE[@]}")
+TRAIN=(-m ignite_cifar train --config default --dataset folder --data-dir "$DATA" --augment-on device
+       --num-workers auto --output-dir "$WORK/runs" --run-name headline "${CHOSEN[@]}" "${SIZE[@]}")
 LEFT=$((BUDGET_S - (SECONDS - START) - 45))   # 45 s kept for the report and the archive
 TRAIN_START=$SECONDS
 timeout --signal=TERM --kill-after=20 "$LEFT" "$PY" "${TRAIN[@]}"
 RC=$?
 if [ "$RC" != 0 ] && [ "$RC" != 124 ] && [ ! -s "$WORK/runs/headline/history.json" ]; then
-  # A failure before the first epoch ended (workers' shared memory, the compiler, ...) would waste the call:
-  # try once more with fewer workers and no compilation, in a fresh folder.
-  echo "training failed ($RC) before its first epoch ended; retrying with --num-workers 4 --no-compile"
+  # A failure before the first epoch ended (the compiler, the device data path, ...) would waste the call:
+  # try once more with no compilation and albumentations in 4 workers, in a fresh folder.
+  echo "training failed ($RC) before its first epoch ended; retrying with --num-workers 4 --no-compile --augment-on cpu"
   rm -rf "$WORK/runs/headline"
-  TRAIN+=(--num-workers 4 --no-compile)
+  TRAIN+=(--num-workers 4 --no-compile --augment-on cpu)
   LEFT=$((BUDGET_S - (SECONDS - START) - 45))
   TRAIN_START=$SECONDS
   timeout --signal=TERM --kill-after=20 "$LEFT" "$PY" "${TRAIN[@]}"

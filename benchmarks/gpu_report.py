@@ -87,7 +87,8 @@ def report(args: argparse.Namespace, env: dict, matrix: dict, run: dict) -> str:
              f"- command: `{args.command}`",
              f"- data: {d.get('train_images', '?')} training / {d.get('test_images', '?')} test images "
              f"(the CIFAR-10 JPEG export); precision {d.get('precision', '?')}; "
-             f"{d.get('data_workers', '?')} DataLoader workers", ""]
+             f"training images augmented on {d.get('augment_on', 'cpu')}; {d.get('data_workers', '?')} DataLoader "
+             "workers", ""]
     if args.train_rc != 0:
         lines += [f"**The training process exited with code {args.train_rc} after {args.train_wall:.0f} s "
                   f"(limit {args.train_limit:.0f} s): the run is unfinished; the figures below are what it "

@@ -26,6 +26,8 @@ EXPLAIN_CHECKPOINTS = ("final", "best")
 DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("auto", "gloo", "nccl")
 OPTIMIZERS = ("sgd", "adam")
+AUGMENT_ON = ("auto", "cpu", "device")
+DEVICE_AUGMENT_LACKS = ("p_shift_scale_rotate", "p_to_gray")  # CPU-pipeline extras device_augment.py lacks
 SHIPPED_CONFIGS = ("default", "mission", "smoke")
 AUTO = "auto"
 MAX_AUTO_WORKERS = 12  # enough to feed a GPU at well over 10,000 images/s (about 5,000 each on a slow core)
@@ -60,6 +62,10 @@ class Config:
     p_hflip: float = _f(0.0, "probability of a horizontal flip (off in the recipe)")
     p_shift_scale_rotate: float = _f(0.0, "probability of an affine shift/scale/rotate (off in the recipe)")
     p_to_gray: float = _f(0.0, "probability of converting to gray (off in the recipe)")
+    augment_on: str = _f("auto", "where the training images are augmented: cpu (albumentations in DataLoader "
+                                 "workers), device (batched tensor ops on the training device, the uint8 split "
+                                 "held there; lacks p_shift_scale_rotate and p_to_gray) or auto (device on CUDA, "
+                                 "cpu otherwise)", AUGMENT_ON)
     # model
     model: str = _f("resnet18", "network architecture", MODELS)
     norm: str = _f("layer", "normalization: layer = GroupNorm(1, C) over (C, H, W)", NORMS)
@@ -141,6 +147,10 @@ class Config:
         for f in fields(self):
             if f.name.startswith("p_") and not 0.0 <= getattr(self, f.name) <= 1.0:
                 raise ConfigError(f"{f.name}: a probability must be in [0, 1], got {getattr(self, f.name)}")
+        lacking = [name for name in DEVICE_AUGMENT_LACKS if getattr(self, name) > 0]
+        if self.augment_on == "device" and lacking:
+            raise ConfigError(f"augment_on: device does not implement {', '.join(lacking)}; set them to 0 or use "
+                              "--augment-on cpu")
         if self.cutout_size > 32:
             raise ConfigError(f"cutout_size: must be <= 32 (the image side), got {self.cutout_size}")
         if round(64 * self.width) < 1:

@@ -1,4 +1,7 @@
-"""A run's DataLoaders: the augmented training loader with its resumable sampler, and the val loader."""
+"""A run's loaders: the augmented training loader with its resumable sampler, and the val loader.
+
+The training loader is a DataLoader of albumentations workers (`--augment-on cpu`) or, with `--augment-on device`,
+a device_augment.DeviceTrainLoader: the same sampler (order, shard, resume skip), the same epoch seeding."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from torch.utils.data.distributed import DistributedSampler
 from .augment import AugmentedDataset, build_train_transform, eval_dataset
 from .config import Config, resolve_num_workers
 from .data import DataSplits, Split
+from .device_augment import DeviceTrainLoader, resolve_augment_on
 from .stopping import ignore_stop_signals
 
 
@@ -31,31 +35,41 @@ class ResumableSampler(DistributedSampler):
 
 @dataclass
 class Dataflow:
-    train_dataset: AugmentedDataset
+    train_dataset: AugmentedDataset | DeviceTrainLoader  # what is told the epoch (set_epoch) besides the sampler
     sampler: ResumableSampler
-    train_loader: DataLoader
+    train_loader: DataLoader | DeviceTrainLoader
     val_loader: DataLoader
     val_split: Split
-    workers: int  # DataLoader workers of the node, as resolved from --num-workers
+    workers: int  # DataLoader workers of the node, as resolved from --num-workers (0 on the device path)
+    augment_on: str = "cpu"  # where the training images are augmented: cpu or device
 
 
 def build_dataflow(config: Config, data: DataSplits, mean, std, device: torch.device) -> Dataflow:
-    """The training loader (albumentations per sample, persistent workers) and the val loader (normalized once)."""
+    """The training loader (albumentations per sample in persistent workers, or batched on the device) and the val
+    loader (normalized once)."""
     rank, world = idist.get_rank(), idist.get_world_size()
+    val_split = data.val if data.val is not None else data.test
+    pin = device.type == "cuda"
+    val_loader = idist.auto_dataloader(eval_dataset(val_split.images, val_split.labels, mean, std),
+                                       batch_size=max(config.batch_size, 256), shuffle=False, num_workers=0,
+                                       pin_memory=pin)
+    if resolve_augment_on(config, device.type) == "device":
+        sampler = ResumableSampler(range(len(data.train)), num_replicas=world, rank=rank, shuffle=True,
+                                   seed=config.seed)
+        # the global batch split among the processes, as idist.auto_dataloader splits it
+        batch_size = config.batch_size // world if config.batch_size >= world else config.batch_size
+        loader = DeviceTrainLoader(config, data.train.images, data.train.labels, mean, std, sampler, batch_size,
+                                   device)
+        return Dataflow(loader, sampler, loader, val_loader, val_split, 0, "device")
     train_ds = AugmentedDataset(data.train.images, data.train.labels, build_train_transform(config, mean, std),
                                 config.seed)
     sampler = ResumableSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=config.seed)
-    pin = device.type == "cuda"
     workers = resolve_num_workers(config.num_workers, idist.get_nproc_per_node())
     # Persistent workers: no start-up pause at every epoch (AugmentedDataset shares its epoch with them).
     train_loader = idist.auto_dataloader(train_ds, batch_size=config.batch_size, sampler=sampler,
                                          num_workers=workers, pin_memory=pin, drop_last=False,
                                          persistent_workers=workers > 0,
                                          worker_init_fn=ignore_stop_signals if workers else None)
-    val_split = data.val if data.val is not None else data.test
-    val_loader = idist.auto_dataloader(eval_dataset(val_split.images, val_split.labels, mean, std),
-                                       batch_size=max(config.batch_size, 256), shuffle=False, num_workers=0,
-                                       pin_memory=pin)
     return Dataflow(train_ds, sampler, train_loader, val_loader, val_split, workers)
 
 

@@ -53,6 +53,7 @@ def test_the_matrix_choice_is_what_the_run_used(dry_run):
         config = yaml.safe_load(tar.extractfile("headline/config.yaml"))
     assert config["channels_last"] == choice["channels_last"] and config["compile"] == choice["compile"]
     assert config["derived"]["data_workers"] >= 0 and config["num_workers"] == "auto"
+    assert config["augment_on"] == config["derived"]["augment_on"] == "device"  # the fast data path
 
 
 def test_the_run_folder_comes_back_without_checkpoints(dry_run):

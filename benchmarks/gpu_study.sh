@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# A full-width study in one GPU call: recipe YAMLs (benchmarks/recipes/*.yaml) at width 1.0 for 40 epochs, back to
+# back, within GPU_BUDGET_S, on the device data path (--augment-on device), then STUDY-GPU.md.
+#
+#   make gpu-kit                                                   # once, here: wheels + data into .gpu/
+#   OUT=/some/folder bash benchmarks/gpu_study.sh                  # on the GPU machine ($OUT set there)
+#   GPU_DRY_RUN=1 OUT=$(mktemp -d) bash benchmarks/gpu_study.sh    # the same path on CPU, tiny, synthetic data
+#
+# STUDY_RECIPES: names in benchmarks/recipes/, in run order (default below). STUDY_FLAGS: extra training flags
+# for every run (e.g. "--compile --amp on"). All runs share one TorchInductor/Triton cache, so a compiled graph is
+# built once and reused by the later runs.
+# Everything lands in $OUT: study.log, STUDY-GPU.md, study.json and runs.tar.gz (every finished run's folder
+# without its checkpoints). A run still going when the budget runs out gets a SIGTERM (it stops at a safe point)
+# and is reported as unfinished, never as a result; recipes after it are reported as not started.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+: "${OUT:?set OUT to the folder the results go to}"
+mkdir -p "$OUT"
+DRY=${GPU_DRY_RUN:-0}
+BUDGET_S=${GPU_BUDGET_S:-540}
+KIT=${GPU_KIT:-.gpu}
+RECIPES=${STUDY_RECIPES:-"shipped combination adam ema shipped-seed2"}
+read -r -a EXTRA <<< "${STUDY_FLAGS:-}"
+RESERVE_S=40   # kept for the report and the archive
+MIN_RUN_S=60   # a run given less than this is not started
+START=$SECONDS
+exec > >(tee -a "$OUT/study.log") 2>&1
+step() { echo "== [$((SECONDS - START)) s] $*"; }
+export NO_ALBUMENTATIONS_UPDATE=1 PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+
+for name in $RECIPES; do
+  [ -f "benchmarks/recipes/$name.yaml" ] || { echo "gpu_study: no benchmarks/recipes/$name.yaml" >&2; exit 2; }
+done
+WORK=$(mktemp -d)
+export TORCHINDUCTOR_CACHE_DIR="$WORK/cache/inductor" TRITON_CACHE_DIR="$WORK/cache/triton"
+export TORCHINDUCTOR_FX_GRAPH_CACHE=1 TORCHINDUCTOR_AUTOGRAD_CACHE=1
+
+step "1. packages and data"
+if [ "$DRY" = 1 ]; then
+  PY=${PYTHON:-.venv/bin/python}
+  DATA_FLAGS=(--dataset synthetic)   # the folder path and the kit are proven by gpu_headline.sh's dry run
+  SIZE=(--device cpu --width 0.0625 --epochs 1 --train-subset 200 --test-subset 50 --batch-size 50
+        --n-misclassified 2 --probe-every 0)
+  MIN_RUN_S=1
+else
+  if [ ! -f "$KIT/cifar10-jpeg.tar.gz" ]; then
+    echo "gpu_study: $KIT/cifar10-jpeg.tar.gz is missing; run 'make gpu-kit' first" >&2
+    exit 2
+  fi
+  PY=python3
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$WORK/site" \
+    "$KIT"/wheels/*.whl || exit 1
+  export PYTHONPATH="$WORK/site:$PWD"
+  tar xzf "$KIT/cifar10-jpeg.tar.gz" -C "$WORK" || exit 1
+  DATA_FLAGS=(--dataset folder --data-dir "$WORK/cifar10-jpeg")
+  SIZE=(--width 1.0 --epochs 40)
+fi
+
+step "2. device and versions"
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+"$PY" benchmarks/gpu_report.py --env "$WORK/env.json" || exit 1
+
+step "3. the recipes: $RECIPES"
+: > "$WORK/status"
+TRAIN=(-m ignite_cifar train "${DATA_FLAGS[@]}" --augment-on device --output-dir "$WORK/runs" "${SIZE[@]}"
+       "${EXTRA[@]}")
+for name in $RECIPES; do
+  LEFT=$((BUDGET_S - (SECONDS - START) - RESERVE_S))
+  if [ "$LEFT" -lt "$MIN_RUN_S" ]; then
+    echo "$name: not started, $LEFT s left of the budget"
+    echo "$name -1 0 $LEFT" >> "$WORK/status"
+    continue
+  fi
+  step "$name (limit $LEFT s)"
+  RUN_START=$SECONDS
+  timeout --signal=TERM --kill-after=20 "$LEFT" "$PY" "${TRAIN[@]}" --config "benchmarks/recipes/$name.yaml" \
+    --run-name "$name"
+  RC=$?
+  echo "$name $RC $((SECONDS - RUN_START)) $LEFT" >> "$WORK/status"
+  echo "$name exited with $RC after $((SECONDS - RUN_START)) s; compile cache: $(du -sh "$WORK/cache" 2>/dev/null \
+    | cut -f1)"
+done
+
+step "4. report and archive"
+"$PY" benchmarks/gpu_study_report.py --env "$WORK/env.json" --status "$WORK/status" --runs "$WORK/runs" \
+  --command "python ${TRAIN[*]} --config benchmarks/recipes/R.yaml --run-name R" --budget "$BUDGET_S" \
+  --dry "$DRY" --out "$OUT/STUDY-GPU.md" --json "$OUT/study.json"
+REPORT_RC=$?
+FINISHED=$("$PY" -c "import json, sys; print(' '.join(r['name'] for r in json.load(open(sys.argv[1])) if r['finished']))" \
+  "$OUT/study.json" 2>/dev/null)
+if [ -n "$FINISHED" ]; then
+  # shellcheck disable=SC2086
+  tar czf "$OUT/runs.tar.gz" -C "$WORK/runs" --exclude checkpoints $FINISHED
+fi
+step "done: $(ls "$OUT" | tr '\n' ' ')"
+rm -rf "$WORK"
+exit "$REPORT_RC"
