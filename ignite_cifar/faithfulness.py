@@ -212,9 +212,10 @@ def reinitialize_(module: nn.Module, generator: torch.Generator) -> None:
 
 
 def randomization_cascade(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, maps: torch.Tensor,
-                          layer: str, method: str, seed: int = SEED) -> dict[str, dict[str, torch.Tensor]]:
+                          layer: str, method: str, seed: int = SEED, keep: int = 0) -> dict[str, dict]:
     """{stage: {"spearman": (B,), "ssim": (B,)}} of the maps of a copy of `model` whose stages up to and including
-    that one are re-initialized, against `maps` (the trained model's, same images and classes)."""
+    that one are re-initialized, against `maps` (the trained model's, same images and classes); with `keep`, also
+    "maps": the first `keep` randomized maps of each stage (for a figure)."""
     generator = torch.Generator().manual_seed(seed)
     randomized = copy.deepcopy(model)
     out = {}
@@ -224,15 +225,18 @@ def randomization_cascade(model: nn.Module, images: torch.Tensor, classes: torch
         with GradCAM(randomized, target_layer=layer, method=method) as cam:
             again = cam(images, class_idx=classes)
         out[stage] = {"spearman": spearman(maps, again), "ssim": ssim(maps, again)}
+        if keep:
+            out[stage]["maps"] = again[:keep]
     del randomized
     return out
 
 
 # ------------------------------------------------------------------------------------------------ one call, plain data
 def assess(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, maps: torch.Tensor, layer: str,
-           method: str, baselines: Sequence[str] = ("random_regions",), sanity: bool = True) -> dict:
+           method: str, baselines: Sequence[str] = ("random_regions",), sanity: bool = True, keep: int = 0) -> dict:
     """Faithfulness (and, with `sanity`, the randomization cascade) of `maps` (B x H x W, GradCAM's output for
-    `images` and `classes` at `layer` with `method`), as plain numbers: `per_image` lists, `means`, mean `curves`.
+    `images` and `classes` at `layer` with `method`), as plain numbers: `per_image` lists, `means`, mean `curves`;
+    with `keep`, `cascade_maps` {stage: the first `keep` randomized maps} as tensors (for a figure, not for JSON).
 
     Ratios and gains compare with `baselines[0]`; every key names the baseline it uses."""
     grid = native_grid(model, layer, images)
@@ -249,7 +253,10 @@ def assess(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, maps: 
     out["means"][f"deletion_ratio/{base}"] = out["means"]["deletion_auc/map"] / out["means"][f"deletion_auc/{base}"]
     out["means"][f"insertion_gain/{base}"] = out["means"]["insertion_auc/map"] - out["means"][f"insertion_auc/{base}"]
     if sanity:
-        for stage, scores in randomization_cascade(model, images, classes, maps, layer, method).items():
+        cascade = randomization_cascade(model, images, classes, maps, layer, method, keep=keep)
+        if keep:
+            out["cascade_maps"] = {stage: scores.pop("maps") for stage, scores in cascade.items()}
+        for stage, scores in cascade.items():
             for name, values in scores.items():
                 out["per_image"][f"sanity_{name}/{stage}"] = values.tolist()
                 out["means"][f"sanity_{name}/{stage}"] = float(values.mean())

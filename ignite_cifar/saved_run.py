@@ -14,6 +14,7 @@ from .data import load_data
 from .errors import CheckpointError, UserError
 from .explain import evaluate_split, evaluation_summary, write_explanations
 from .gradcam import resolve_layer
+from .probe import probe_indices
 from .recipe import configured_model
 
 
@@ -68,7 +69,8 @@ def explain_saved_run(run: str | None, checkpoint: str | None, n: int, order: st
     dev = _local_device(device)
     data = load_data(config)
     return write_explanations(model.to(dev), data.test, derived["classes"], derived["mean"], derived["std"], run_dir,
-                              dev, n=n, order=order, method=method, layer=layer, source=f"{ckpt.name}")
+                              dev, n=n, order=order, method=method, layer=layer, source=f"{ckpt.name}",
+                              probe_index=probe_indices(data.test.labels, config.probe_size, config.seed))
 
 
 def evaluate_saved_run(run: str | None, checkpoint: str | None, which: str = "final", device: str = "auto"):

@@ -216,3 +216,54 @@ def test_deletion_and_insertion_match_pytorch_grad_cam(trained):
         lib_ins = kept(x, cams, targets, model, return_diff=False)
         assert_close(deletion[:, k], torch.from_numpy(lib_del), atol=1e-5, rtol=0)
         assert_close(insertion[:, k], torch.from_numpy(lib_ins), atol=1e-5, rtol=0)
+
+
+class _Writer:
+    """Records what a TensorBoard SummaryWriter would get."""
+
+    def __init__(self):
+        self.scalars, self.figures = {}, []
+
+    def add_scalar(self, tag, value, global_step=None):
+        self.scalars[tag] = value
+
+    def add_figure(self, tag, fig, global_step=None, close=True):
+        self.figures.append(tag)
+
+
+def test_completion_step_writes_scores_figure_scalars(tmp_path):
+    """What write_explanations adds (test_smoke checks the files appear in a real run)."""
+    import json
+
+    from ignite_cifar.data import channel_stats, synthetic_split
+    from ignite_cifar.faithfulness_report import image_groups, write_faithfulness
+    from ignite_cifar.mistakes import Predictions
+    from ignite_cifar.probe import GradCAMProbe
+
+    torch.manual_seed(0)
+    model = PatchNet()
+    test = synthetic_split(12, 4, seed=3)
+    test.images = test.images[:, :SIZE, :SIZE]
+    mean, std = channel_stats(test.images)
+    preds = test.labels.copy()
+    preds[[0, 1]] = (preds[[0, 1]] + 1) % 4  # two mistakes; the others are right
+    predictions = Predictions(preds=preds, labels=test.labels, probs=None, loss=0.0)
+    mistakes = [type("M", (), {"index": i})() for i in (0, 1)]
+    groups = image_groups(test, predictions, mistakes, [0, 2, 3, 5], mean, std, torch.device("cpu"))
+    assert [g.name for g in groups] == ["mistakes", "probe"] and groups[1].index == [2, 3, 5]
+    writer = _Writer()
+    summary = write_faithfulness(model, groups, tmp_path, "layer4", "gradcam", writer, step=7)
+    report = json.loads((tmp_path / "explanations.json").read_text())
+    assert (tmp_path / "explanations.png").stat().st_size > 0 and writer.figures == ["explain/faithfulness"]
+    assert report["groups"]["mistakes"]["images"] == [0, 1] and "random_regions" in report["baselines"]
+    for key in ("deletion_auc/map", "deletion_auc/random_regions", "insertion_auc/map", "sanity_spearman/fc",
+                "sanity_spearman/stem", "sanity_ssim/layer4"):
+        assert len(report["groups"]["probe"]["per_image"][key]) == 3
+        assert writer.scalars[f"explain/{key}"] == pytest.approx(report["groups"]["mistakes"]["means"][key])
+        assert writer.scalars[f"explain/probe/{key}"] == pytest.approx(report["groups"]["probe"]["means"][key])
+    assert summary["mistakes"]["verdict"]["baseline"] == "random_regions"
+
+    probe = GradCAMProbe(model, test, [f"c{i}" for i in range(4)], mean, std, torch.device("cpu"), 4, 0)
+    scalars = probe.faithfulness()
+    assert {"probe/deletion_ratio/random_regions", "probe/insertion_gain/random_regions",
+            "probe/sanity_spearman/layer4"} <= set(scalars)
