@@ -73,6 +73,21 @@ def explain_saved_run(run: str | None, checkpoint: str | None, n: int, order: st
                               probe_index=probe_indices(data.test.labels, config.probe_size, config.seed))
 
 
+def explain_own_images(run: str | None, checkpoint: str | None, images: list[str], method: str, layer: str,
+                       which: str = "final", device: str = "auto", output: str | None = None):
+    """Top-3 classes, map and faithfulness of a saved run's model for the user's own image files; the files are
+    read (and refused, one line each) before the model is loaded. Returns (entries, folder written to)."""
+    from .own_images import explain_images, read_images
+
+    read_images(images)
+    _, derived, model, ckpt, run_dir = load_run(run, checkpoint, which)
+    resolve_layer(model, layer)
+    dev = _local_device(device)
+    out_dir = Path(output) if output else run_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return explain_images(model.to(dev), images, derived, out_dir, layer, method, dev), out_dir
+
+
 def evaluate_saved_run(run: str | None, checkpoint: str | None, which: str = "final", device: str = "auto"):
     """Test loss, accuracy and per-class accuracy of a saved run's model."""
     config, derived, model, ckpt, _ = load_run(run, checkpoint, which)

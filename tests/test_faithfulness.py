@@ -267,3 +267,36 @@ def test_completion_step_writes_scores_figure_scalars(tmp_path):
     scalars = probe.faithfulness()
     assert {"probe/deletion_ratio/random_regions", "probe/insertion_gain/random_regions",
             "probe/sanity_spearman/layer4"} <= set(scalars)
+
+
+def test_explain_own_images_photo_sized_and_bad_files(smoke_run, tmp_path, capsys):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from ignite_cifar.cli import main
+
+    run_dir, _ = smoke_run
+    rgba = np.zeros((480, 640, 4), np.uint8)
+    rgba[..., 0] = np.linspace(0, 255, 640, dtype=np.uint8)[None]
+    rgba[100:300, 200:400, 1], rgba[..., 3] = 255, 200
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "photo.png")
+    gray = np.random.default_rng(0).integers(0, 255, (300, 400), dtype=np.uint8)
+    Image.fromarray(gray, "L").save(tmp_path / "gray.jpg")
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not an image")
+
+    out = tmp_path / "out"
+    assert main(["explain", "--run", str(run_dir), "--images", str(tmp_path / "photo.png"), str(tmp_path / "gray.jpg"),
+                 "--output", str(out)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith(str(tmp_path / "photo.png")) and "random regions" in printed[0]
+    report = json.loads((out / "own_images.json").read_text())
+    assert [len(e["top"]) for e in report["images"]] == [3, 3] and (out / "own_images.png").stat().st_size > 0
+    assert report["images"][1]["top"][0]["probability"] >= report["images"][1]["top"][1]["probability"]
+
+    code = main(["explain", "--run", str(run_dir), "--images", str(tmp_path / "broken.jpg"),
+                 str(tmp_path / "missing.png"), str(tmp_path / "photo.png")])
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2 and len(err) == 2 and "Traceback" not in "".join(err)
+    assert "broken.jpg" in err[0] and "missing.png" in err[1] and all(e.startswith("ignite-cifar: error:") for e in err)
