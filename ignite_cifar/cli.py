@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--order", choices=MISTAKE_ORDERS, default=defaults.mistake_order)
             p.add_argument("--method", choices=GRADCAM_METHODS, default=defaults.gradcam_method)
             p.add_argument("--layer", default=defaults.gradcam_layer, help="module GradCAM explains (dotted name)")
+            p.add_argument("--images", nargs="+", metavar="FILE", default=None,
+                           help="explain these image files instead (any size and mode, resized to 32x32): top-3 "
+                                "classes, the map and its faithfulness, into own_images.png/.json")
+            p.add_argument("--output", default=None, help="with --images: folder to write into [default: the run's]")
     return parser
 
 
@@ -140,6 +144,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "explain":
             from .saved_run import explain_saved_run
 
+            if args.images:
+                from .saved_run import explain_own_images
+
+                entries, out_dir = explain_own_images(args.run, args.checkpoint, args.images, args.method,
+                                                      args.layer, args.which, args.device, args.output)
+                for e in entries:
+                    top = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in e["top"])
+                    print(f"{e['image']}: {top} | deletion AUC {e['deletion_auc/map']:.3f} (random regions "
+                          f"{e['deletion_auc/random_regions']:.3f}), insertion AUC {e['insertion_auc/map']:.3f} "
+                          f"(random regions {e['insertion_auc/random_regions']:.3f})")
+                print(f"wrote {out_dir / 'own_images.png'}, {out_dir / 'own_images.json'}")
+                return 0
             if args.n < 1:
                 raise UserError(f"n: must be >= 1, got {args.n}")
             summary = explain_saved_run(args.run, args.checkpoint, args.n, args.order, args.method, args.layer,
@@ -158,7 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         if args.debug:
             raise
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines() or [""]:  # one line per problem (e.g. per unreadable image)
+            print(f"{PROG}: error: {line}", file=sys.stderr)
         return 2
     except MachineError as exc:
         if args.debug:

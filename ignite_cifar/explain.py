@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from . import figures, files
 from .augment import denormalize, eval_dataset
 from .data import Split
+from .faithfulness_report import image_groups, write_faithfulness
 from .gradcam import GradCAM
 from .mistakes import Predictions, find_misclassified, predict
 
@@ -38,11 +39,12 @@ def evaluation_summary(predictions: Predictions, classes: list[str]) -> dict[str
 def write_explanations(model: nn.Module, test: Split, classes: list[str], mean, std, run_dir: Path,
                        device: torch.device, n: int = 20, order: str = "confident", method: str = "gradcam",
                        layer: str = "layer4", tb_writer=None, step: int = 0,
-                       source: str = "final") -> dict[str, Any]:
+                       source: str = "final", probe_index=None) -> dict[str, Any]:
     """Mine `n` misclassified test images and explain exactly those with GradCAM; write the figures and JSON.
 
     Writes misclassified.json (the one list both figures are drawn from), misclassified.png, gradcam.png,
-    confusion.png and evaluation.json (test loss, accuracy, per-class accuracy, confusion matrix).
+    confusion.png, evaluation.json (test loss, accuracy, per-class accuracy, confusion matrix) and how far to believe
+    the maps: explanations.json and explanations.png (faithfulness_report.py).
 
     Args:
         model: the trained network (left in the train/eval mode it had).
@@ -58,6 +60,8 @@ def write_explanations(model: nn.Module, test: Split, classes: list[str], mean, 
         tb_writer: a TensorBoard SummaryWriter that also gets the figures, or None.
         step: the TensorBoard step of those figures (the epoch).
         source: which model this is (`final`, a checkpoint's name), recorded in the JSON files.
+        probe_index: test indices of the probe images; those classified correctly are scored in explanations.json
+            next to the mistakes (None: the mistakes only).
 
     Returns:
         evaluation.json's summary plus `files` (what was written) and `mistakes` (the explained entries).
@@ -96,6 +100,10 @@ def write_explanations(model: nn.Module, test: Split, classes: list[str], mean, 
         fig = figures.gradcam_grid(shown, cam_pred, cam_true, entries, method=method)
         files.save_figure(fig, written["gradcam"], dpi=120)
         _to_tensorboard(tb_writer, "explain/gradcam", fig, step)
+    groups = image_groups(test, predictions, mistakes, probe_index, mean, std, device)
+    summary["faithfulness"] = write_faithfulness(model, groups, run_dir, layer, method, tb_writer, step)
+    if summary["faithfulness"]:
+        written.update(explanations=run_dir / "explanations.json", faithfulness=run_dir / "explanations.png")
     summary["files"] = {k: str(v) for k, v in written.items()}
     summary["mistakes"] = entries
     return summary

@@ -16,9 +16,15 @@ from torch import nn
 from . import figures
 from .augment import denormalize, eval_dataset
 from .data import Split, stratified_indices
+from .faithfulness import assess
 from .gradcam import GradCAM
 
 TAG = "probe/gradcam"
+
+
+def probe_indices(labels, size: int, seed: int):
+    """The probe images' test indices: a class-stratified subset fixed by the seed."""
+    return stratified_indices(labels, min(size, len(labels)), seed)
 
 
 class GradCAMProbe:
@@ -39,7 +45,7 @@ class GradCAMProbe:
                  size: int, seed: int, layer: str = "layer4", method: str = "gradcam"):
         self.model, self.classes, self.mean, self.std, self.device = model, classes, mean, std, device
         self.layer, self.method = layer, method
-        self.index = stratified_indices(test.labels, min(size, len(test)), seed)
+        self.index = probe_indices(test.labels, size, seed)
         self.images = eval_dataset(test.images[self.index], test.labels[self.index], mean, std).tensors[0]
         self.labels = test.labels[self.index]
 
@@ -56,6 +62,16 @@ class GradCAMProbe:
                 "pred": pred.cpu().tolist(), "p_pred": probs.gather(1, pred[:, None])[:, 0].cpu().tolist(),
                 "p_true": probs.gather(1, true[:, None])[:, 0].cpu().tolist()}
 
+    def faithfulness(self) -> dict[str, float]:
+        """TensorBoard scalars `probe/<score>`: the means over the probe images of their predicted class's map
+        (deletion/insertion AUC against random regions of the map's grid, Spearman after each randomized stage)."""
+        x = self.images.to(self.device)
+        with GradCAM(self.model, target_layer=self.layer, method=self.method) as cam:
+            maps = cam(x)
+            pred = cam.last_predictions
+        means = assess(self.model, x, pred, maps, self.layer, self.method)["means"]
+        return {f"probe/{key}": value for key, value in means.items()}
+
     def figure(self, epoch: int):
         out = self.explain()
         entries = [{"index": int(i), "pred_name": f"{self.classes[p]} {pp:.2f}",
@@ -70,7 +86,7 @@ class GradCAMProbe:
 
     def attach(self, trainer: Engine, writer, every: int) -> None:
         """Explain after the epochs divisible by `every` and after the last one (after that epoch's evaluation,
-        so the figure belongs to the same weights as the epoch's val metrics)."""
+        so the figure and the faithfulness scalars belong to the same weights as the epoch's val metrics)."""
 
         def due(engine: Engine, epoch: int) -> bool:
             return epoch % every == 0 or epoch == engine.state.max_epochs
@@ -79,3 +95,5 @@ class GradCAMProbe:
         def log_probe(engine: Engine) -> None:
             fig = self.figure(engine.state.epoch)
             writer.add_figure(TAG, fig, global_step=engine.state.epoch, close=True)
+            for tag, value in self.faithfulness().items():
+                writer.add_scalar(tag, value, global_step=engine.state.epoch)

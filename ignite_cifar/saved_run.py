@@ -14,6 +14,7 @@ from .data import load_data
 from .errors import CheckpointError, UserError
 from .explain import evaluate_split, evaluation_summary, write_explanations
 from .gradcam import resolve_layer
+from .probe import probe_indices
 from .recipe import configured_model
 
 
@@ -68,7 +69,23 @@ def explain_saved_run(run: str | None, checkpoint: str | None, n: int, order: st
     dev = _local_device(device)
     data = load_data(config)
     return write_explanations(model.to(dev), data.test, derived["classes"], derived["mean"], derived["std"], run_dir,
-                              dev, n=n, order=order, method=method, layer=layer, source=f"{ckpt.name}")
+                              dev, n=n, order=order, method=method, layer=layer, source=f"{ckpt.name}",
+                              probe_index=probe_indices(data.test.labels, config.probe_size, config.seed))
+
+
+def explain_own_images(run: str | None, checkpoint: str | None, images: list[str], method: str, layer: str,
+                       which: str = "final", device: str = "auto", output: str | None = None):
+    """Top-3 classes, map and faithfulness of a saved run's model for the user's own image files; the files are
+    read (and refused, one line each) before the model is loaded. Returns (entries, folder written to)."""
+    from .own_images import explain_images, read_images
+
+    read_images(images)
+    _, derived, model, ckpt, run_dir = load_run(run, checkpoint, which)
+    resolve_layer(model, layer)
+    dev = _local_device(device)
+    out_dir = Path(output) if output else run_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return explain_images(model.to(dev), images, derived, out_dir, layer, method, dev), out_dir
 
 
 def evaluate_saved_run(run: str | None, checkpoint: str | None, which: str = "final", device: str = "auto"):

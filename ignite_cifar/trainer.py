@@ -38,7 +38,7 @@ from .handlers import (
     current_lr,
 )
 from .loaders import Dataflow, build_dataflow, shut_down_workers
-from .probe import GradCAMProbe
+from .probe import GradCAMProbe, probe_indices
 from .process import (
     LaunchPlan,
     Network,
@@ -229,7 +229,8 @@ def _explain_on_completion(plan: LaunchPlan, run: Run, net: Network, outputs: Ou
         summary = write_explanations(
             model, data.test, data.classes, plan.derived["mean"], plan.derived["std"], run_dir, device,
             n=config.n_misclassified, order=config.mistake_order, method=config.gradcam_method,
-            layer=config.gradcam_layer, tb_writer=outputs.tb.writer, step=engine.state.epoch, source=source)
+            layer=config.gradcam_layer, tb_writer=outputs.tb.writer, step=engine.state.epoch, source=source,
+            probe_index=probe_indices(data.test.labels, config.probe_size, config.seed))
         outputs.history.extra["final_test"] = {k: summary[k] for k in ("test_loss", "test_accuracy",
                                                                         "per_class_accuracy")}
         outputs.history.write()

@@ -192,7 +192,7 @@ def _epoch(loader, epoch: int) -> dict[int, torch.Tensor]:
     """{sample index: augmented image} of one epoch (the labels are the indices)."""
     loader.sampler.set_epoch(epoch)
     loader.set_epoch(epoch)
-    return {int(i): x for xs, ys in loader for x, i in zip(xs, ys)}
+    return {int(i): x for xs, ys in loader for x, i in zip(xs, ys, strict=True)}
 
 
 def test_same_seed_same_images_with_any_batch_split_and_world_size():
@@ -229,7 +229,7 @@ def test_shards_are_distributed_sampler_shards_and_a_resumed_epoch_skips_what_it
     resumed.set_epoch(1)
     tail = list(resumed)
     assert len(tail) == 2 and all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-                                  for a, b in zip(tail, straight[2:]))
+                                  for a, b in zip(tail, straight[2:], strict=True))
     assert len(list(resumed)) == 4  # the skip applies once
 
 

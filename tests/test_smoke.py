@@ -9,7 +9,7 @@ import yaml
 def test_smoke_run_writes_every_artifact(smoke_run):
     run_dir, result = smoke_run
     for name in ("config.yaml", "history.json", "curves.png", "misclassified.png", "gradcam.png",
-                 "misclassified.json", "confusion.png", "evaluation.json"):
+                 "misclassified.json", "confusion.png", "evaluation.json", "explanations.json", "explanations.png"):
         assert (run_dir / name).is_file(), name
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
     assert list((run_dir / "checkpoints").glob("last_checkpoint_*.pt"))

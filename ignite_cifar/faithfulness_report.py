@@ -1,0 +1,115 @@
+"""How far to believe a run's GradCAM maps, written down: explanations.json, explanations.png, TensorBoard scalars
+and one log line, for the explained mistakes and for the correctly classified probe images."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import faithfulness as fa
+from . import figures, files
+from .augment import denormalize, eval_dataset
+from .data import Split
+from .gradcam import GradCAM
+from .mistakes import Predictions
+
+log = logging.getLogger("ignite_cifar")
+
+JSON_FILE, FIGURE_FILE = "explanations.json", "explanations.png"
+CASCADE_IMAGES = 3
+
+
+@dataclass
+class ImageGroup:
+    """Test images whose maps are scored: normalized images on the device, the class each map explains."""
+
+    name: str
+    index: list[int]
+    images: torch.Tensor
+    classes: torch.Tensor
+    explains: str
+    shown: np.ndarray  # the images de-normalized, N x H x W x 3 in [0, 1], for the figure
+
+
+def image_groups(test: Split, predictions: Predictions, mistakes: Sequence, probe_index: Sequence[int] | None,
+                 mean, std, device: torch.device) -> list[ImageGroup]:
+    """The explained mistakes (their predicted class, the map gradcam.png shows first) and the probe images the
+    model classifies correctly (their class)."""
+    groups = []
+    wanted = [("mistakes", [m.index for m in mistakes], "the predicted class of misclassified test images")]
+    if probe_index is not None:
+        right = [int(i) for i in probe_index if predictions.preds[i] == predictions.labels[i]]
+        wanted.append(("probe", right, "the (true = predicted) class of correctly classified probe images"))
+    for name, index, explains in wanted:
+        if index:
+            x = eval_dataset(test.images[index], test.labels[index], mean, std).tensors[0].to(device)
+            classes = torch.as_tensor(predictions.preds[index], dtype=torch.long, device=device)
+            groups.append(ImageGroup(name, index, x, classes, explains, denormalize(x, mean, std)))
+    return groups
+
+
+def write_faithfulness(model: nn.Module, groups: Sequence[ImageGroup], run_dir: Path, layer: str, method: str,
+                       tb_writer=None, step: int = 0) -> dict[str, Any]:
+    """Score each group's maps (deletion/insertion against random regions, the randomization cascade) and write
+    explanations.json, explanations.png, TensorBoard scalars (`explain/...`, `explain/probe/...`) and a log line.
+    Returns {group: its means and verdict}."""
+    report = {"layer": layer, "method": method, "steps": fa.STEPS, "fill": "0 after normalization (the training mean)",
+              "random_orders": fa.RANDOM_ORDERS, "seed": fa.SEED, "targets": fa.TARGETS,
+              "baselines": {"random_regions": "a random order of whole cells of the map's native grid (grid, "
+                                              "cell_pixels), averaged over random_orders orders"},
+              "groups": {}}
+    shown = None
+    for group in groups:
+        with GradCAM(model, target_layer=layer, method=method) as cam:
+            maps = cam(group.images, class_idx=group.classes)
+        keep = CASCADE_IMAGES if shown is None else 0
+        scores = fa.assess(model, group.images, group.classes, maps, layer, method, keep=keep)
+        if keep:
+            shown = (group, maps[:keep], scores.pop("cascade_maps"))
+        report["groups"][group.name] = {"images": group.index, "explains": group.explains, **scores}
+        _scalars(tb_writer, "explain/" if group.name == "mistakes" else f"explain/{group.name}/", scores, step)
+    if not report["groups"]:
+        return {}
+    files.write_json(Path(run_dir) / JSON_FILE, report)
+    _figure(report, shown, run_dir, tb_writer, step)
+    log.info("%s", summary_line(report))
+    return {name: {"means": g["means"], "verdict": g["verdict"]} for name, g in report["groups"].items()}
+
+
+def summary_line(report: dict[str, Any]) -> str:
+    """One line: deletion/insertion AUC against random regions and Spearman per randomized stage, first group."""
+    name, group = next(iter(report["groups"].items()))
+    m, v = group["means"], group["verdict"]
+    stages = ", ".join(f"{k.split('/')[1]} {val:.2f}" for k, val in m.items() if k.startswith("sanity_spearman/"))
+    return (f"faithfulness of {report['method']} at {report['layer']} on {len(group['images'])} {name}: deletion AUC "
+            f"{m['deletion_auc/map']:.3f} vs {m['deletion_auc/random_regions']:.3f} for random regions (ratio "
+            f"{m['deletion_ratio/random_regions']:.2f}), insertion AUC {m['insertion_auc/map']:.3f} vs "
+            f"{m['insertion_auc/random_regions']:.3f} ({m['insertion_gain/random_regions']:+.3f}); Spearman after "
+            f"randomizing {stages}: faithful {'yes' if v['faithful'] else 'no'}, sanity check "
+            f"{'passed' if v['sane'] else 'failed'} (targets {fa.TARGETS}); see {JSON_FILE}")
+
+
+def _scalars(writer, prefix: str, scores: dict[str, Any], step: int) -> None:
+    if writer is not None:
+        for key, value in scores["means"].items():
+            writer.add_scalar(prefix + key, value, global_step=step)
+
+
+def _figure(report: dict[str, Any], shown, run_dir: Path, writer, step: int) -> None:
+    group, maps, cascade = shown
+    images = group.shown[: len(maps)]
+    curves = {name: g["curves"] for name, g in report["groups"].items()}
+    title = (f"{report['method']} at {report['layer']}: deletion / insertion against random regions of the map's "
+             f"grid; below, {group.name} maps as the model is randomized from the head down")
+    fig = figures.faithfulness(curves, images, maps.cpu().numpy(), {k: v.cpu().numpy() for k, v in cascade.items()},
+                               title)
+    files.save_figure(fig, Path(run_dir) / FIGURE_FILE, dpi=110)
+    if writer is not None:
+        writer.add_figure("explain/faithfulness", fig, global_step=step, close=False)
+    figures.close(fig)

@@ -1,0 +1,79 @@
+"""`explain --run RUN --images a.png b.jpg ...`: a saved run's top-3 classes, GradCAM map and faithfulness for a
+user's own pictures, any size and mode, resized to 32 x 32 as the folder data set does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from PIL import UnidentifiedImageError
+
+from . import figures, files
+from .augment import denormalize, normalize_array
+from .data import _decode
+from .errors import DataError
+from .faithfulness import assess
+from .gradcam import GradCAM
+
+FIGURE_FILE, JSON_FILE = "own_images.png", "own_images.json"
+TOP = 3
+
+
+def read_images(paths: Sequence[str]) -> np.ndarray:
+    """N x 32 x 32 x 3 uint8, or a DataError with one line per file that cannot be read."""
+    images, problems = [], []
+    for name in paths:
+        path = Path(name)
+        try:
+            if not path.is_file():
+                raise FileNotFoundError("no such file")
+            images.append(_decode(path))
+        except FileNotFoundError:
+            problems.append(f"images: {path} does not exist")
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            problems.append(f"images: cannot read {path} as an image ({type(exc).__name__})")
+    if problems:
+        raise DataError("\n".join(problems))
+    return np.stack(images)
+
+
+def explain_images(model: torch.nn.Module, paths: Sequence[str], derived: dict[str, Any], out_dir: Path,
+                   layer: str, method: str, device: torch.device) -> list[dict[str, Any]]:
+    """Top-3 classes with probabilities, the top class's map and its faithfulness for each image; writes
+    own_images.png and own_images.json into `out_dir` and returns the JSON's entries."""
+    raw = read_images(paths)
+    x = normalize_array(raw, derived["mean"], derived["std"]).to(device)
+    classes = derived["classes"]
+    with GradCAM(model, target_layer=layer, method=method) as cam:
+        maps = cam(x)
+        probs = torch.softmax(cam.last_logits.float(), dim=1)
+        top1 = cam.last_predictions
+    scores = assess(model, x, top1, maps, layer, method)
+    top_p, top_i = probs.topk(min(TOP, probs.shape[1]), dim=1)
+    entries = []
+    for k, path in enumerate(paths):
+        per = {key: values[k] for key, values in scores["per_image"].items()}
+        entries.append({"image": str(path), "top": [{"class": classes[i], "probability": p}
+                                                    for p, i in zip(top_p[k].tolist(), top_i[k].tolist(), strict=True)],
+                        "map_explains": classes[int(top1[k])], **per})
+    captions = [_caption(e) for e in entries]
+    fig = figures.own_images(denormalize(x, derived["mean"], derived["std"]), maps.cpu().numpy(),
+                             [Path(p).name for p in paths], captions)
+    out_dir = Path(out_dir)
+    files.save_figure(fig, out_dir / FIGURE_FILE, dpi=110)
+    figures.close(fig)
+    files.write_json(out_dir / JSON_FILE, {"layer": layer, "method": method, "grid": scores["grid"],
+                                           "baseline": "random_regions: a random order of the map's grid cells",
+                                           "images": entries})
+    return entries
+
+
+def _caption(entry: dict[str, Any]) -> str:
+    top = "\n".join(f"{t['class']:<12s} {t['probability']:.3f}" for t in entry["top"])
+    e = entry
+    return (f"{top}\n\ndeletion AUC  {e['deletion_auc/map']:.3f}"
+            f"\n  random regions {e['deletion_auc/random_regions']:.3f}"
+            f"\ninsertion AUC {e['insertion_auc/map']:.3f}\n  random regions {e['insertion_auc/random_regions']:.3f}"
+            f"\nSpearman after fc+layer4 {e.get('sanity_spearman/layer4', float('nan')):.2f}")
