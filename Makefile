@@ -15,7 +15,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 train: $(STAMP)          ## the mission recipe; e.g. make train ARGS="--dataset folder --data-dir DIR"
-	$(BIN)/python -m ignite_cifar train --config default $(ARGS)
+	$(BIN)/python -m ignite_cifar train $(ARGS)
 
 smoke: $(STAMP)          ## a 20-second run on synthetic data (or ARGS="--dataset folder --data-dir DIR")
 	$(BIN)/python -m ignite_cifar train --config smoke $(ARGS)

@@ -75,7 +75,7 @@ Before this study `--channels-last` was a no-op on CPU; it now applies there too
 Through the whole CLI on the idle machine (JPEG folder, 1 DataLoader worker, 1 epoch of 5,000 training images,
 alternated): 770 and 708 training images/s contiguous, 878 and 919 with `--channels-last`:
 
-    python -m ignite_cifar train --config default --dataset folder --data-dir DIR --width 0.25 --epochs 1 \\
+    python -m ignite_cifar train --dataset folder --data-dir DIR --width 0.25 --epochs 1 \\
         --train-subset 5000 --test-subset 500 --n-misclassified 2 [--channels-last]"""
 
 
@@ -133,7 +133,7 @@ def _flag(name: str, value: Any) -> list[str]:
 
 def train_command(variant: Variant, study_dir: Path, setting: dict[str, Any]) -> list[str]:
     """The CLI call that starts a variant's run: default config < the study's setting < the variant's overrides."""
-    cmd = [sys.executable, "-m", "ignite_cifar", "train", "--config", "default"]
+    cmd = [sys.executable, "-m", "ignite_cifar", "train"]
     for name, value in {**setting, **variant.overrides}.items():
         cmd += _flag(name, value)
     return cmd + ["--run-name", variant.name, "--output-dir", str(study_dir)]

@@ -7,9 +7,16 @@ The public API: `Config` (every setting of a run; `make_config` builds a validat
 """
 
 from .config import Config, make_config
-from .gradcam import GradCAM
-from .launch import train
-from .models import build_model
 
 __all__ = ["Config", "GradCAM", "build_model", "make_config", "train"]
 __version__ = "0.1.0"
+
+_LAZY = {"GradCAM": "gradcam", "build_model": "models", "train": "launch"}  # these import torch: on first use
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,23 +12,21 @@ from typing import Any, Mapping
 
 import yaml
 
+from .choices import ARCHITECTURES, CAM_METHODS, MISTAKE_ORDERS, NORMS
 from .errors import ConfigError
-from .gradcam import METHODS
-from .mistakes import ORDERS
-from .models import ARCHITECTURES, NORMS
 
-# Choices that a module defines (its meaning lives there) are read from it; the rest are defined here.
-MODELS = tuple(ARCHITECTURES)
+# Choices whose meaning lives in a module (models, norms, CAM methods, mistake orders) come from choices.py, which
+# imports no torch; the rest are defined here.
+MODELS = ARCHITECTURES
 DATASETS = ("cifar10", "folder", "synthetic")
-MISTAKE_ORDERS = ORDERS
-GRADCAM_METHODS = METHODS
+GRADCAM_METHODS = CAM_METHODS
 EXPLAIN_CHECKPOINTS = ("final", "best")
 DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("auto", "gloo", "nccl")
 OPTIMIZERS = ("sgd", "adam")
 AUGMENT_ON = ("auto", "cpu", "device")
 DEVICE_AUGMENT_LACKS = ("p_shift_scale_rotate", "p_to_gray")  # CPU-pipeline extras device_augment.py lacks
-SHIPPED_CONFIGS = ("default", "mission", "smoke")
+SHIPPED_CONFIGS = ("mission", "smoke")  # the defaults are the Config fields below: the one copy of the recipe
 AUTO = "auto"
 MAX_AUTO_WORKERS = 12  # enough to feed a GPU at well over 10,000 images/s (about 5,000 each on a slow core)
 

@@ -32,9 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .choices import CAM_METHODS
 from .errors import UserError
 
-METHODS = ("gradcam", "gradcam++")
+METHODS = CAM_METHODS
 
 ClassIdx = Union[None, int, Sequence[int], torch.Tensor]
 

@@ -9,7 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ORDERS = ("confident", "first")
+from .choices import MISTAKE_ORDERS
+
+ORDERS = MISTAKE_ORDERS
 
 
 @dataclass

@@ -7,8 +7,9 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .choices import ARCHITECTURES, NORMS
+
 NormFactory = Callable[[int], nn.Module]
-NORMS = ("layer", "group")  # see norm_factory
 
 
 def norm_factory(norm: str) -> NormFactory:
@@ -17,7 +18,7 @@ def norm_factory(norm: str) -> NormFactory:
         return lambda channels: nn.GroupNorm(1, channels)
     if norm == "group":
         return lambda channels: nn.GroupNorm(_groups(channels), channels)
-    raise ValueError(f"unknown norm {norm!r}; choose layer or group")
+    raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
 
 
 def _groups(channels: int) -> int:
@@ -83,7 +84,7 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
-ARCHITECTURES = {"resnet18": [2, 2, 2, 2], "resnet34": [3, 4, 6, 3]}
+BLOCKS = {"resnet18": [2, 2, 2, 2], "resnet34": [3, 4, 6, 3]}  # per stage; the names: choices.ARCHITECTURES
 
 
 def build_model(name: str = "resnet18", num_classes: int = 10, norm: str = "layer", width: float = 1.0,
@@ -92,5 +93,5 @@ def build_model(name: str = "resnet18", num_classes: int = 10, norm: str = "laye
     norm weight at 0, so every block starts as relu(shortcut(x))."""
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(ARCHITECTURES)}")
-    return ResNet(ARCHITECTURES[name], num_classes=num_classes, norm=norm, width=width,
+    return ResNet(BLOCKS[name], num_classes=num_classes, norm=norm, width=width,
                   zero_init_residual=zero_init_residual)
