@@ -21,6 +21,7 @@ import torch
 
 from ignite_cifar.data import channel_stats, synthetic_split
 from ignite_cifar.explain import evaluate_split
+from ignite_cifar.explained import Destination, ExplainSettings, LabelledImages
 from ignite_cifar.faithfulness_report import image_groups, write_faithfulness
 from ignite_cifar.models import build_model
 
@@ -41,9 +42,10 @@ def measure(width: float, test_images: int, device: torch.device) -> dict:
     predictions = out.pop("pred")
     predictions.preds = predictions.labels.copy()  # 8 correct probe images, 20 "mistakes": the largest report
     mistakes = [type("M", (), {"index": int(i)})() for i in range(20)]
-    groups = image_groups(test, predictions, mistakes, list(range(20, 28)), mean, std, device)
+    groups = image_groups(LabelledImages(test, [str(c) for c in range(10)], mean, std), predictions, mistakes,
+                          list(range(20, 28)), device)
     with tempfile.TemporaryDirectory() as folder:
-        out["scores"] = _timed(lambda: write_faithfulness(model, groups, Path(folder), "layer4", "gradcam"))
+        out["scores"] = _timed(lambda: write_faithfulness(model, groups, ExplainSettings(), Destination(Path(folder))))
     return out
 
 

@@ -16,6 +16,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from ignite_cifar.config import Config
 from ignite_cifar.data import channel_stats, synthetic_split
+from ignite_cifar.explained import ExplainSettings, LabelledImages
 from ignite_cifar.models import build_model
 from ignite_cifar.probe import TAG, GradCAMProbe
 
@@ -32,7 +33,8 @@ def main(argv=None) -> None:
     test = synthetic_split(1000, 10, cfg.seed)
     mean, std = channel_stats(test.images)
     model = build_model(cfg.model, 10, cfg.norm, args.width).to(device)
-    probe = GradCAMProbe(model, test, [f"class{i}" for i in range(10)], mean, std, device, args.probe_size, cfg.seed)
+    images = LabelledImages(test, [f"class{i}" for i in range(10)], mean, std)
+    probe = GradCAMProbe(model, images, ExplainSettings(), device, args.probe_size, cfg.seed)
     seconds = []
     with tempfile.TemporaryDirectory() as folder:
         writer = SummaryWriter(folder)

@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_lr_find(sub)
 
+    _add_saved_run_commands(sub)
+    return parser
+
+
+def _add_saved_run_commands(sub) -> None:
+    """`explain` and `evaluate` of a saved run, with train's flag names (the short ones are aliases)."""
     defaults = Config()  # explain/evaluate default to what training uses
     for name, help_text in (("explain", "re-draw misclassified.png / gradcam.png of a saved run"),
                             ("evaluate", "print test loss, accuracy and per-class accuracy of a saved run")):
@@ -68,21 +74,24 @@ def build_parser() -> argparse.ArgumentParser:
         src = p.add_mutually_exclusive_group(required=True)
         src.add_argument("--run", help="run folder")
         src.add_argument("--checkpoint", help="checkpoint file (in a run's checkpoints/ folder)")
-        p.add_argument("--explain-checkpoint", "--which", dest="which", choices=EXPLAIN_CHECKPOINTS,
+        p.add_argument("--explain-checkpoint", "--which", dest="explain_checkpoint", choices=EXPLAIN_CHECKPOINTS,
                        default=defaults.explain_checkpoint,
                        help="with --run: the last checkpoint (final) or the best one")
         p.add_argument("--device", choices=DEVICES, default=defaults.device)
         p.add_argument("--debug", action="store_true", help="show tracebacks")
         if name == "explain":
-            p.add_argument("--n", type=int, default=defaults.n_misclassified, help="misclassified images to show")
-            p.add_argument("--order", choices=MISTAKE_ORDERS, default=defaults.mistake_order)
-            p.add_argument("--method", choices=GRADCAM_METHODS, default=defaults.gradcam_method)
-            p.add_argument("--layer", default=defaults.gradcam_layer, help="module GradCAM explains (dotted name)")
+            p.add_argument("--n-misclassified", "--n", dest="n_misclassified", type=int,
+                           default=defaults.n_misclassified, help="misclassified images to show")
+            p.add_argument("--mistake-order", "--order", dest="mistake_order", choices=MISTAKE_ORDERS,
+                           default=defaults.mistake_order)
+            p.add_argument("--gradcam-method", "--method", dest="gradcam_method", choices=GRADCAM_METHODS,
+                           default=defaults.gradcam_method)
+            p.add_argument("--gradcam-layer", "--layer", dest="gradcam_layer", default=defaults.gradcam_layer,
+                           help="module GradCAM explains (dotted name)")
             p.add_argument("--images", nargs="+", metavar="FILE", default=None,
                            help="explain these image files instead (any size and mode, resized to 32x32): top-3 "
                                 "classes, the map and its faithfulness, into own_images.png/.json")
             p.add_argument("--output", default=None, help="with --images: folder to write into [default: the run's]")
-    return parser
 
 
 def _add_lr_find(sub) -> None:
@@ -126,6 +135,44 @@ def _train(args: argparse.Namespace) -> None:
         train(config_from_args(args))
 
 
+def _lr_find(args: argparse.Namespace) -> None:
+    from .lr_find import PNG, RULE, lr_find
+
+    found = lr_find(config_from_args(args), RangeTest(args.start_lr, args.end_lr, args.num_iter), args.output)
+    print(f"suggested lr: {found['suggested_lr']:.3g} ({RULE}); wrote {Path(found['run_dir']) / PNG}")
+
+
+def _explain(args: argparse.Namespace) -> None:
+    from .explained import ExplainSettings
+    from .saved_run import explain_own_images, explain_saved_run
+
+    settings = ExplainSettings.of(args)
+    if args.images:
+        entries, out_dir = explain_own_images(args.run, args.checkpoint, args.images, settings,
+                                              args.explain_checkpoint, args.device, args.output)
+        for e in entries:
+            top = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in e["top"])
+            print(f"{e['image']}: {top} | deletion AUC {e['deletion_auc/map']:.3f} (random regions "
+                  f"{e['deletion_auc/random_regions']:.3f}), insertion AUC {e['insertion_auc/map']:.3f} "
+                  f"(random regions {e['insertion_auc/random_regions']:.3f})")
+        print(f"wrote {out_dir / 'own_images.png'}, {out_dir / 'own_images.json'}")
+        return
+    if settings.n_misclassified < 1:
+        raise UserError(f"n_misclassified: must be >= 1, got {settings.n_misclassified}")
+    summary = explain_saved_run(args.run, args.checkpoint, settings, args.explain_checkpoint, args.device)
+    print(f"{len(summary['mistakes'])} misclassified images explained; wrote " + ", ".join(summary["files"].values()))
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from .saved_run import evaluate_saved_run
+
+    s = evaluate_saved_run(args.run, args.checkpoint, args.explain_checkpoint, args.device)
+    print(f"checkpoint: {s['checkpoint']}")
+    print(f"test loss {s['test_loss']:.4f}  accuracy {100 * s['test_accuracy']:.2f}% ({s['test_images']} images)")
+    per_class = {k: round(100 * v, 2) for k, v in s["per_class_accuracy"].items()}
+    print("per-class accuracy: " + json.dumps(per_class))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -137,40 +184,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "train":
             _train(args)
         elif args.command == "lr-find":
-            from .lr_find import PNG, RULE, lr_find
-
-            found = lr_find(config_from_args(args), RangeTest(args.start_lr, args.end_lr, args.num_iter), args.output)
-            print(f"suggested lr: {found['suggested_lr']:.3g} ({RULE}); wrote {Path(found['run_dir']) / PNG}")
+            _lr_find(args)
         elif args.command == "explain":
-            from .saved_run import explain_saved_run
-
-            if args.images:
-                from .saved_run import explain_own_images
-
-                entries, out_dir = explain_own_images(args.run, args.checkpoint, args.images, args.method,
-                                                      args.layer, args.which, args.device, args.output)
-                for e in entries:
-                    top = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in e["top"])
-                    print(f"{e['image']}: {top} | deletion AUC {e['deletion_auc/map']:.3f} (random regions "
-                          f"{e['deletion_auc/random_regions']:.3f}), insertion AUC {e['insertion_auc/map']:.3f} "
-                          f"(random regions {e['insertion_auc/random_regions']:.3f})")
-                print(f"wrote {out_dir / 'own_images.png'}, {out_dir / 'own_images.json'}")
-                return 0
-            if args.n < 1:
-                raise UserError(f"n: must be >= 1, got {args.n}")
-            summary = explain_saved_run(args.run, args.checkpoint, args.n, args.order, args.method, args.layer,
-                                        args.which, args.device)
-            print(f"{len(summary['mistakes'])} misclassified images explained; wrote "
-                  + ", ".join(summary["files"].values()))
+            _explain(args)
         else:
-            from .saved_run import evaluate_saved_run
-
-            s = evaluate_saved_run(args.run, args.checkpoint, args.which, args.device)
-            print(f"checkpoint: {s['checkpoint']}")
-            print(f"test loss {s['test_loss']:.4f}  accuracy {100 * s['test_accuracy']:.2f}% "
-                  f"({s['test_images']} images)")
-            per_class = {k: round(100 * v, 2) for k, v in s["per_class_accuracy"].items()}
-            print("per-class accuracy: " + json.dumps(per_class))
+            _evaluate(args)
     except UserError as exc:
         if args.debug:
             raise

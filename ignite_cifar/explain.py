@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -12,11 +12,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from . import figures, files
-from .augment import denormalize, eval_dataset
+from .augment import eval_dataset
 from .data import Split
+from .explained import Destination, ExplainSettings, LabelledImages
 from .faithfulness_report import image_groups, write_faithfulness
 from .gradcam import GradCAM
-from .mistakes import Predictions, find_misclassified, predict
+from .mistakes import Mistake, Predictions, find_misclassified, predict
 
 log = logging.getLogger("ignite_cifar")
 
@@ -36,11 +37,11 @@ def evaluation_summary(predictions: Predictions, classes: list[str]) -> dict[str
             "confusion": predictions.confusion(len(classes)).tolist()}
 
 
-def write_explanations(model: nn.Module, test: Split, classes: list[str], mean, std, run_dir: Path,
-                       device: torch.device, n: int = 20, order: str = "confident", method: str = "gradcam",
-                       layer: str = "layer4", tb_writer=None, step: int = 0,
-                       source: str = "final", probe_index=None) -> dict[str, Any]:
-    """Mine `n` misclassified test images and explain exactly those with GradCAM; write the figures and JSON.
+def write_explanations(model: nn.Module, images: LabelledImages, settings: ExplainSettings, to: Destination,
+                       device: torch.device, source: str = "final",
+                       probe_index: Sequence[int] | None = None) -> dict[str, Any]:
+    """Mine `settings.n_misclassified` misclassified test images and explain exactly those with GradCAM; write the
+    figures and JSON.
 
     Writes misclassified.json (the one list both figures are drawn from), misclassified.png, gradcam.png,
     confusion.png, evaluation.json (test loss, accuracy, per-class accuracy, confusion matrix) and how far to believe
@@ -48,17 +49,10 @@ def write_explanations(model: nn.Module, test: Split, classes: list[str], mean, 
 
     Args:
         model: the trained network (left in the train/eval mode it had).
-        test: the test split as uint8 images and labels.
-        classes: class names, index = label.
-        mean, std: the training split's channel statistics, to normalize and de-normalize the images.
-        run_dir: the run folder the files go to.
+        images: the test split with its class names and channel statistics.
+        settings: how many mistakes, in which order, and the CAM method and layer.
+        to: the run folder the files go to, and the TensorBoard writer and step that also get the figures.
         device: where the evaluation and GradCAM run.
-        n: how many misclassified images to show and explain.
-        order: `confident` (highest predicted probability first) or `first` (dataset order).
-        method: `gradcam` or `gradcam++`.
-        layer: dotted name of the module GradCAM explains.
-        tb_writer: a TensorBoard SummaryWriter that also gets the figures, or None.
-        step: the TensorBoard step of those figures (the epoch).
         source: which model this is (`final`, a checkpoint's name), recorded in the JSON files.
         probe_index: test indices of the probe images; those classified correctly are scored in explanations.json
             next to the mistakes (None: the mistakes only).
@@ -66,50 +60,47 @@ def write_explanations(model: nn.Module, test: Split, classes: list[str], mean, 
     Returns:
         evaluation.json's summary plus `files` (what was written) and `mistakes` (the explained entries).
     """
-    run_dir = Path(run_dir)
-    predictions = evaluate_split(model, test, mean, std, device)
-    summary = evaluation_summary(predictions, classes)
-    summary["model"] = source
-    mistakes = find_misclassified(predictions, n=n, order=order)
-    entries = [m.as_dict(classes) for m in mistakes]
-    if len(mistakes) < n:
-        log.warning("only %d misclassified test images (asked for %d): showing all of them", len(mistakes), n)
-    files.write_json(run_dir / "misclassified.json", {
-        "order": order, "method": method, "layer": layer, "model": source, "requested": n,
-        "found": len(entries), "total_misclassified": int((predictions.preds != predictions.labels).sum()),
-        "mistakes": entries})
-    files.write_json(run_dir / EVALUATION_FILE, summary)
-
-    written = {"confusion": run_dir / "confusion.png"}
-    fig = figures.confusion(np.asarray(summary["confusion"]), classes)
-    files.save_figure(fig, written["confusion"], dpi=120)
-    _to_tensorboard(tb_writer, "explain/confusion", fig, step)
-
-    if entries:
-        index = np.asarray([m.index for m in mistakes])
-        x = eval_dataset(test.images[index], test.labels[index], mean, std).tensors[0].to(device)
-        with GradCAM(model, target_layer=layer, method=method) as cam:
-            cam_pred = cam(x, class_idx=[m.pred for m in mistakes]).cpu().numpy()
-            cam_true = cam(x, class_idx=[m.true for m in mistakes]).cpu().numpy()
-        shown = denormalize(x, mean, std)
-        written["misclassified"] = run_dir / "misclassified.png"
-        fig = figures.misclassified_grid(shown, entries)
-        files.save_figure(fig, written["misclassified"], dpi=120)
-        _to_tensorboard(tb_writer, "explain/misclassified", fig, step)
-        written["gradcam"] = run_dir / "gradcam.png"
-        fig = figures.gradcam_grid(shown, cam_pred, cam_true, entries, method=method)
-        files.save_figure(fig, written["gradcam"], dpi=120)
-        _to_tensorboard(tb_writer, "explain/gradcam", fig, step)
-    groups = image_groups(test, predictions, mistakes, probe_index, mean, std, device)
-    summary["faithfulness"] = write_faithfulness(model, groups, run_dir, layer, method, tb_writer, step)
+    predictions = evaluate_split(model, images.split, images.mean, images.std, device)
+    summary, mistakes = _record_evaluation(predictions, images.classes, settings, to.run_dir, source)
+    written = {"confusion": to.figure(figures.confusion(np.asarray(summary["confusion"]), images.classes),
+                                      "confusion.png", "explain/confusion")}
+    if mistakes:
+        written.update(_draw_mistakes(model, images, settings, mistakes, to, device))
+    groups = image_groups(images, predictions, mistakes, probe_index, device)
+    summary["faithfulness"] = write_faithfulness(model, groups, settings, to)
     if summary["faithfulness"]:
-        written.update(explanations=run_dir / "explanations.json", faithfulness=run_dir / "explanations.png")
+        written.update(explanations=to.run_dir / "explanations.json", faithfulness=to.run_dir / "explanations.png")
     summary["files"] = {k: str(v) for k, v in written.items()}
-    summary["mistakes"] = entries
+    summary["mistakes"] = [m.as_dict(images.classes) for m in mistakes]
     return summary
 
 
-def _to_tensorboard(writer, tag: str, fig, step: int) -> None:
-    if writer is not None:
-        writer.add_figure(tag, fig, global_step=step, close=False)
-    figures.close(fig)
+def _record_evaluation(predictions: Predictions, classes: list[str], settings: ExplainSettings, run_dir: Path,
+                       source: str) -> tuple[dict[str, Any], list[Mistake]]:
+    """evaluation.json and misclassified.json; returns the summary and the mistakes to explain."""
+    summary = {**evaluation_summary(predictions, classes), "model": source}
+    n = settings.n_misclassified
+    mistakes = find_misclassified(predictions, n=n, order=settings.mistake_order)
+    if len(mistakes) < n:
+        log.warning("only %d misclassified test images (asked for %d): showing all of them", len(mistakes), n)
+    files.write_json(Path(run_dir) / "misclassified.json", {
+        "order": settings.mistake_order, "method": settings.gradcam_method, "layer": settings.gradcam_layer,
+        "model": source, "requested": n, "found": len(mistakes),
+        "total_misclassified": int((predictions.preds != predictions.labels).sum()),
+        "mistakes": [m.as_dict(classes) for m in mistakes]})
+    files.write_json(Path(run_dir) / EVALUATION_FILE, summary)
+    return summary, mistakes
+
+
+def _draw_mistakes(model: nn.Module, images: LabelledImages, settings: ExplainSettings, mistakes: list[Mistake],
+                   to: Destination, device: torch.device) -> dict[str, Path]:
+    """misclassified.png and gradcam.png, both of the same images: the maps for the predicted and the true class."""
+    x = images.normalized([m.index for m in mistakes]).to(device)
+    with GradCAM(model, target_layer=settings.gradcam_layer, method=settings.gradcam_method) as cam:
+        cam_pred = cam(x, class_idx=[m.pred for m in mistakes]).cpu().numpy()
+        cam_true = cam(x, class_idx=[m.true for m in mistakes]).cpu().numpy()
+    shown, entries = images.shown(x), [m.as_dict(images.classes) for m in mistakes]
+    grid = figures.gradcam_grid(shown, cam_pred, cam_true, entries, method=settings.gradcam_method)
+    return {"misclassified": to.figure(figures.misclassified_grid(shown, entries), "misclassified.png",
+                                       "explain/misclassified"),
+            "gradcam": to.figure(grid, "gradcam.png", "explain/gradcam")}

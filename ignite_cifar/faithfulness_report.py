@@ -14,8 +14,7 @@ from torch import nn
 
 from . import faithfulness as fa
 from . import figures, files
-from .augment import denormalize, eval_dataset
-from .data import Split
+from .explained import Destination, ExplainSettings, LabelledImages
 from .gradcam import GradCAM
 from .mistakes import Predictions
 
@@ -37,8 +36,8 @@ class ImageGroup:
     shown: np.ndarray  # the images de-normalized, N x H x W x 3 in [0, 1], for the figure
 
 
-def image_groups(test: Split, predictions: Predictions, mistakes: Sequence, probe_index: Sequence[int] | None,
-                 mean, std, device: torch.device) -> list[ImageGroup]:
+def image_groups(images: LabelledImages, predictions: Predictions, mistakes: Sequence,
+                 probe_index: Sequence[int] | None, device: torch.device) -> list[ImageGroup]:
     """The explained mistakes (their predicted class, the map gradcam.png shows first) and the probe images the
     model classifies correctly (their class)."""
     groups = []
@@ -48,17 +47,18 @@ def image_groups(test: Split, predictions: Predictions, mistakes: Sequence, prob
         wanted.append(("probe", right, "the (true = predicted) class of correctly classified probe images"))
     for name, index, explains in wanted:
         if index:
-            x = eval_dataset(test.images[index], test.labels[index], mean, std).tensors[0].to(device)
+            x = images.normalized(index).to(device)
             classes = torch.as_tensor(predictions.preds[index], dtype=torch.long, device=device)
-            groups.append(ImageGroup(name, index, x, classes, explains, denormalize(x, mean, std)))
+            groups.append(ImageGroup(name, index, x, classes, explains, images.shown(x)))
     return groups
 
 
-def write_faithfulness(model: nn.Module, groups: Sequence[ImageGroup], run_dir: Path, layer: str, method: str,
-                       tb_writer=None, step: int = 0) -> dict[str, Any]:
+def write_faithfulness(model: nn.Module, groups: Sequence[ImageGroup], settings: ExplainSettings,
+                       to: Destination) -> dict[str, Any]:
     """Score each group's maps (deletion/insertion against random regions, the randomization cascade) and write
     explanations.json, explanations.png, TensorBoard scalars (`explain/...`, `explain/probe/...`) and a log line.
     Returns {group: its means and verdict}."""
+    layer, method = settings.gradcam_layer, settings.gradcam_method
     report = {"layer": layer, "method": method, "steps": fa.STEPS, "fill": "0 after normalization (the training mean)",
               "random_orders": fa.RANDOM_ORDERS, "seed": fa.SEED, "targets": fa.TARGETS,
               "baselines": {"random_regions": "a random order of whole cells of the map's native grid (grid, "
@@ -73,11 +73,11 @@ def write_faithfulness(model: nn.Module, groups: Sequence[ImageGroup], run_dir: 
         if keep:
             shown = (group, maps[:keep], scores.pop("cascade_maps"))
         report["groups"][group.name] = {"images": group.index, "explains": group.explains, **scores}
-        _scalars(tb_writer, "explain/" if group.name == "mistakes" else f"explain/{group.name}/", scores, step)
+        to.scalars("explain/" if group.name == "mistakes" else f"explain/{group.name}/", scores["means"])
     if not report["groups"]:
         return {}
-    files.write_json(Path(run_dir) / JSON_FILE, report)
-    _figure(report, shown, run_dir, tb_writer, step)
+    files.write_json(Path(to.run_dir) / JSON_FILE, report)
+    _figure(report, shown, to)
     log.info("%s", summary_line(report))
     return {name: {"means": g["means"], "verdict": g["verdict"]} for name, g in report["groups"].items()}
 
@@ -95,13 +95,7 @@ def summary_line(report: dict[str, Any]) -> str:
             f"{'passed' if v['sane'] else 'failed'} (targets {fa.TARGETS}); see {JSON_FILE}")
 
 
-def _scalars(writer, prefix: str, scores: dict[str, Any], step: int) -> None:
-    if writer is not None:
-        for key, value in scores["means"].items():
-            writer.add_scalar(prefix + key, value, global_step=step)
-
-
-def _figure(report: dict[str, Any], shown, run_dir: Path, writer, step: int) -> None:
+def _figure(report: dict[str, Any], shown, to: Destination) -> None:
     group, maps, cascade = shown
     images = group.shown[: len(maps)]
     curves = {name: g["curves"] for name, g in report["groups"].items()}
@@ -109,7 +103,4 @@ def _figure(report: dict[str, Any], shown, run_dir: Path, writer, step: int) -> 
              f"grid; below, {group.name} maps as the model is randomized from the head down")
     fig = figures.faithfulness(curves, images, maps.cpu().numpy(), {k: v.cpu().numpy() for k, v in cascade.items()},
                                title)
-    files.save_figure(fig, Path(run_dir) / FIGURE_FILE, dpi=110)
-    if writer is not None:
-        writer.add_figure("explain/faithfulness", fig, global_step=step, close=False)
-    figures.close(fig)
+    to.figure(fig, FIGURE_FILE, "explain/faithfulness", dpi=110)

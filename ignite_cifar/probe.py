@@ -14,8 +14,8 @@ from ignite.engine import Engine, Events
 from torch import nn
 
 from . import figures
-from .augment import denormalize, eval_dataset
-from .data import Split, stratified_indices
+from .data import stratified_indices
+from .explained import ExplainSettings, LabelledImages
 from .faithfulness import assess
 from .gradcam import GradCAM
 
@@ -32,22 +32,21 @@ class GradCAMProbe:
 
     Args:
         model: the network being trained (the plain module, not a DDP or compiled wrapper).
-        test: the test split the probe images are drawn from.
-        classes: class names, index = label.
-        mean, std: the training split's channel statistics.
+        test: the test split the probe images are drawn from, with its class names and channel statistics.
+        settings: the CAM layer and method (as for the completion figures).
         device: where GradCAM runs.
         size: how many probe images (a class-stratified subset fixed by `seed`).
         seed: the run's seed.
-        layer, method: what GradCAM explains and how (as for the completion figures).
     """
 
-    def __init__(self, model: nn.Module, test: Split, classes: list[str], mean, std, device: torch.device,
-                 size: int, seed: int, layer: str = "layer4", method: str = "gradcam"):
-        self.model, self.classes, self.mean, self.std, self.device = model, classes, mean, std, device
-        self.layer, self.method = layer, method
-        self.index = probe_indices(test.labels, size, seed)
-        self.images = eval_dataset(test.images[self.index], test.labels[self.index], mean, std).tensors[0]
-        self.labels = test.labels[self.index]
+    def __init__(self, model: nn.Module, test: LabelledImages, settings: ExplainSettings, device: torch.device,
+                 size: int, seed: int):
+        self.model, self.test, self.device = model, test, device
+        self.classes = test.classes
+        self.layer, self.method = settings.gradcam_layer, settings.gradcam_method
+        self.index = probe_indices(test.split.labels, size, seed)
+        self.images = test.normalized(self.index)
+        self.labels = test.split.labels[self.index]
 
     def explain(self) -> dict[str, Any]:
         """Maps for the predicted and the true class, the predictions and both classes' probabilities."""
@@ -78,7 +77,7 @@ class GradCAMProbe:
                     "true_name": f"{self.classes[t]} {pt:.2f}"}
                    for i, p, t, pp, pt in zip(self.index, out["pred"], self.labels, out["p_pred"], out["p_true"],
                                                          strict=True)]
-        shown = denormalize(self.images, self.mean, self.std)
+        shown = self.test.shown(self.images)
         title = (f"epoch {epoch}: {self.method} of the probe images, for the predicted and the true class "
                  "(with each class's probability; jet: red = high)")
         return figures.gradcam_grid(shown, out["cam_pred"], out["cam_true"], entries, method=self.method,

@@ -13,6 +13,7 @@ from .config import Config, make_config, read_yaml
 from .data import load_data
 from .errors import CheckpointError, UserError
 from .explain import evaluate_split, evaluation_summary, write_explanations
+from .explained import Destination, ExplainSettings, LabelledImages
 from .gradcam import resolve_layer
 from .probe import probe_indices
 from .recipe import configured_model
@@ -61,19 +62,19 @@ def _local_device(device: str) -> torch.device:
     return torch.device("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
 
 
-def explain_saved_run(run: str | None, checkpoint: str | None, n: int, order: str, method: str,
-                      layer: str, which: str = "final", device: str = "auto") -> dict[str, Any]:
-    """Regenerate a run's explanations (misclassified/gradcam/confusion) without training."""
+def explain_saved_run(run: str | None, checkpoint: str | None, settings: ExplainSettings, which: str = "final",
+                      device: str = "auto") -> dict[str, Any]:
+    """Regenerate a run's explanations (misclassified/gradcam/confusion/explanations) without training."""
     config, derived, model, ckpt, run_dir = load_run(run, checkpoint, which)
-    resolve_layer(model, layer)  # an unknown name is a UserError that lists the valid ones
+    resolve_layer(model, settings.gradcam_layer)  # an unknown name is a UserError that lists the valid ones
     dev = _local_device(device)
     data = load_data(config)
-    return write_explanations(model.to(dev), data.test, derived["classes"], derived["mean"], derived["std"], run_dir,
-                              dev, n=n, order=order, method=method, layer=layer, source=f"{ckpt.name}",
+    images = LabelledImages(data.test, derived["classes"], derived["mean"], derived["std"])
+    return write_explanations(model.to(dev), images, settings, Destination(run_dir), dev, source=ckpt.name,
                               probe_index=probe_indices(data.test.labels, config.probe_size, config.seed))
 
 
-def explain_own_images(run: str | None, checkpoint: str | None, images: list[str], method: str, layer: str,
+def explain_own_images(run: str | None, checkpoint: str | None, images: list[str], settings: ExplainSettings,
                        which: str = "final", device: str = "auto", output: str | None = None):
     """Top-3 classes, map and faithfulness of a saved run's model for the user's own image files; the files are
     read (and refused, one line each) before the model is loaded. Returns (entries, folder written to)."""
@@ -81,6 +82,7 @@ def explain_own_images(run: str | None, checkpoint: str | None, images: list[str
 
     read_images(images)
     _, derived, model, ckpt, run_dir = load_run(run, checkpoint, which)
+    layer, method = settings.gradcam_layer, settings.gradcam_method
     resolve_layer(model, layer)
     dev = _local_device(device)
     out_dir = Path(output) if output else run_dir

@@ -25,6 +25,7 @@ from .config import Config, dump_yaml
 from .engines import Precision
 from .errors import MachineError, TrainingStopped
 from .explain import write_explanations
+from .explained import Destination, ExplainSettings, LabelledImages
 from .handlers import (
     History,
     NonFiniteLossGuard,
@@ -195,14 +196,16 @@ def attach_outputs(plan: LaunchPlan, run: Run, net: Network, flow: Dataflow, dev
     attach_epoch_log(trainer, run.evaluator, flow.val_loader, net.optimizer, outputs.history, len(plan.data.train),
                      config.batch_size, on_record=_after_record(outputs, run_dir) if rank == 0 else None)
     if rank == 0 and config.probe_every > 0:
-        mean, std = plan.derived["mean"], plan.derived["std"]
-        GradCAMProbe(run.evaluated_model, plan.data.test, plan.data.classes, mean, std, device, config.probe_size,
-                     config.seed, config.gradcam_layer, config.gradcam_method).attach(trainer, outputs.tb.writer,
-                                                                                      config.probe_every)
+        GradCAMProbe(run.evaluated_model, labelled_test_images(plan), ExplainSettings.of(config), device,
+                     config.probe_size, config.seed).attach(trainer, outputs.tb.writer, config.probe_every)
     trainer.add_event_handler(Events.EPOCH_COMPLETED, run.last_checkpoint)
     if rank == 0:
         trainer.add_event_handler(Events.COMPLETED, _explain_on_completion(plan, run, net, outputs, device, run_dir))
     return outputs
+
+
+def labelled_test_images(plan: LaunchPlan) -> LabelledImages:
+    return LabelledImages(plan.data.test, plan.data.classes, plan.derived["mean"], plan.derived["std"])
 
 
 def _after_record(outputs: Outputs, run_dir: Path):
@@ -226,11 +229,9 @@ def _explain_on_completion(plan: LaunchPlan, run: Run, net: Network, outputs: Ou
         best = files.find_checkpoint(run_dir, files.BEST_PREFIX) if config.explain_checkpoint == "best" else None
         if best is not None:
             model, source = load_weights(copy.deepcopy(run.evaluated_model), best), f"best ({best.name})"
-        summary = write_explanations(
-            model, data.test, data.classes, plan.derived["mean"], plan.derived["std"], run_dir, device,
-            n=config.n_misclassified, order=config.mistake_order, method=config.gradcam_method,
-            layer=config.gradcam_layer, tb_writer=outputs.tb.writer, step=engine.state.epoch, source=source,
-            probe_index=probe_indices(data.test.labels, config.probe_size, config.seed))
+        summary = write_explanations(model, labelled_test_images(plan), ExplainSettings.of(config),
+                                     Destination(run_dir, outputs.tb.writer, engine.state.epoch), device, source,
+                                     probe_indices(data.test.labels, config.probe_size, config.seed))
         outputs.history.extra["final_test"] = {k: summary[k] for k in ("test_loss", "test_accuracy",
                                                                         "per_class_accuracy")}
         outputs.history.write()

@@ -7,6 +7,7 @@ from torch import nn
 from torch.testing import assert_close
 
 from ignite_cifar import faithfulness as fa
+from ignite_cifar.explained import Destination, ExplainSettings, LabelledImages
 from ignite_cifar.gradcam import GradCAM
 
 SIZE, PATCH = 16, 4  # 4 x 4 cells of 4 x 4 pixels; layer4 of PatchNet has exactly that grid
@@ -249,10 +250,11 @@ def test_completion_step_writes_scores_figure_scalars(tmp_path):
     preds[[0, 1]] = (preds[[0, 1]] + 1) % 4  # two mistakes; the others are right
     predictions = Predictions(preds=preds, labels=test.labels, probs=None, loss=0.0)
     mistakes = [type("M", (), {"index": i})() for i in (0, 1)]
-    groups = image_groups(test, predictions, mistakes, [0, 2, 3, 5], mean, std, torch.device("cpu"))
+    groups = image_groups(LabelledImages(test, [f"c{i}" for i in range(4)], mean, std), predictions, mistakes,
+                          [0, 2, 3, 5], torch.device("cpu"))
     assert [g.name for g in groups] == ["mistakes", "probe"] and groups[1].index == [2, 3, 5]
     writer = _Writer()
-    summary = write_faithfulness(model, groups, tmp_path, "layer4", "gradcam", writer, step=7)
+    summary = write_faithfulness(model, groups, ExplainSettings(), Destination(tmp_path, writer, step=7))
     report = json.loads((tmp_path / "explanations.json").read_text())
     assert (tmp_path / "explanations.png").stat().st_size > 0 and writer.figures == ["explain/faithfulness"]
     assert report["groups"]["mistakes"]["images"] == [0, 1] and "random_regions" in report["baselines"]
@@ -263,7 +265,8 @@ def test_completion_step_writes_scores_figure_scalars(tmp_path):
         assert writer.scalars[f"explain/probe/{key}"] == pytest.approx(report["groups"]["probe"]["means"][key])
     assert summary["mistakes"]["verdict"]["baseline"] == "random_regions"
 
-    probe = GradCAMProbe(model, test, [f"c{i}" for i in range(4)], mean, std, torch.device("cpu"), 4, 0)
+    probe = GradCAMProbe(model, LabelledImages(test, [f"c{i}" for i in range(4)], mean, std), ExplainSettings(),
+                         torch.device("cpu"), 4, 0)
     scalars = probe.faithfulness()
     assert {"probe/deletion_ratio/random_regions", "probe/insertion_gain/random_regions",
             "probe/sanity_spearman/layer4"} <= set(scalars)

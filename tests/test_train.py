@@ -106,7 +106,7 @@ def test_explain_draws_both_figures_from_the_same_images(smoke_copy, monkeypatch
 
     monkeypatch.setattr(figures, "misclassified_grid", grid)
     monkeypatch.setattr(figures, "gradcam_grid", cam)
-    assert cli.main(["explain", "--run", str(run_dir), "--n", "7", "--order", "first"]) == 0
+    assert cli.main(["explain", "--run", str(run_dir), "--n-misclassified", "7", "--mistake-order", "first"]) == 0
     listed = json.loads((run_dir / "misclassified.json").read_text())
     indices = [m["index"] for m in listed["mistakes"]]
     assert len(indices) == 7 and indices == sorted(indices)  # `first`: dataset order
@@ -117,6 +117,7 @@ def test_explain_draws_both_figures_from_the_same_images(smoke_copy, monkeypatch
 def test_explain_gradcam_plus_plus_and_evaluate(smoke_copy, capsys):
     run_dir = smoke_copy
     before = (run_dir / "gradcam.png").read_bytes()
+    # the short aliases of --gradcam-method and --gradcam-layer
     assert cli.main(["explain", "--run", str(run_dir), "--method", "gradcam++", "--layer", "layer3"]) == 0
     listed = json.loads((run_dir / "misclassified.json").read_text())
     assert listed["method"] == "gradcam++" and listed["layer"] == "layer3"
@@ -135,7 +136,7 @@ def test_best_checkpoint_holds_the_best_val_epoch_and_explains(smoke_copy, capsy
     best = max(history, key=lambda r: r["val_accuracy"])
     (path,) = (run_dir / "checkpoints").glob("best_model_*.pt")
     assert path.name == f"best_model_{best['epoch']}_val_accuracy={best['val_accuracy']:.4f}.pt"
-    assert cli.main(["explain", "--run", str(run_dir), "--which", "best"]) == 0
+    assert cli.main(["explain", "--run", str(run_dir), "--explain-checkpoint", "best"]) == 0
     assert json.loads((run_dir / "misclassified.json").read_text())["model"] == path.name
     capsys.readouterr()
     assert cli.main(["evaluate", "--run", str(run_dir), "--which", "best"]) == 0
