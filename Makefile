@@ -23,8 +23,9 @@ smoke: $(STAMP)          ## a 20-second run on synthetic data (or ARGS="--datase
 lr-find: $(STAMP)        ## LR range test -> lr_find.png/.json; e.g. make lr-find ARGS="--dataset folder --data-dir DIR --width 0.25"
 	$(BIN)/python -m ignite_cifar lr-find $(ARGS)
 
-test: $(STAMP)
-	$(BIN)/python -m pytest $(ARGS)
+TEST_WORKERS ?= 2
+test: $(STAMP)           ## the suite in TEST_WORKERS processes (pytest-xdist; each file's tests, which share runs, in one)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 lint: $(STAMP)           ## ruff, configured in pyproject.toml (line length 120, import order, pyflakes, bugbear)
 	$(BIN)/ruff check .

@@ -17,7 +17,7 @@ import torch
 from ignite_cifar.augment import eval_dataset
 from ignite_cifar.data import load_data
 from ignite_cifar.explain import evaluate_split
-from ignite_cifar.faithfulness import TARGETS, assess
+from ignite_cifar.faithfulness import TARGETS, Scoring, assess
 from ignite_cifar.gradcam import GradCAM
 from ignite_cifar.mistakes import find_misclassified
 from ignite_cifar.saved_run import load_run
@@ -44,7 +44,7 @@ def main(argv=None) -> None:
     for layer, method in COMBOS:
         with GradCAM(model, layer, method) as cam:
             maps = cam(x, class_idx=pred)
-        s = assess(model, x, pred, maps, layer, method, baselines=("random_regions", "random_pixels"))
+        s = assess(model, x, pred, maps, layer, method, Scoring(baselines=("random_regions", "random_pixels")))
         m = s["means"]
         raw[f"{layer}/{method}"] = m
         rows.append(f"| {layer} ({s['grid'][0]}x{s['grid'][1]}) | {method} | {m['deletion_auc/map']:.3f} | "

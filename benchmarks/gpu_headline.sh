@@ -50,8 +50,8 @@ echo "cores: $(nproc); shared memory for DataLoader workers: $(df -h /dev/shm 2>
 step "3. training-step matrix"
 if [ "$DRY" = 1 ]; then
   MATRIX=(--device cpu --width 0.125 --batch-sizes 32 --steps 2 --warmup 1 --compile off --bf16 off
-          --channels-last both --epochs 1 --train-images 2000 --budget-s 20)
-  SIZE=(--device cpu --width 0.125 --epochs 1 --train-subset 2000 --test-subset 500 --batch-size 32)
+          --channels-last both --epochs 1 --train-images 512 --budget-s 20)
+  SIZE=(--device cpu --width 0.0625 --epochs 1 --train-subset 512 --test-subset 200 --batch-size 32)
 else
   MATRIX=(--budget-s "${GPU_MATRIX_BUDGET_S:-150}")
   SIZE=()
@@ -61,7 +61,7 @@ fi
 read -r -a CHOSEN < "$WORK/flags"
 
 step "4. the default recipe with ${CHOSEN[*]}"
-TRAIN=(-m ignite_cifar train --config default --dataset folder --data-dir "$DATA" --augment-on device
+TRAIN=(-m ignite_cifar train --dataset folder --data-dir "$DATA" --augment-on device
        --num-workers auto --output-dir "$WORK/runs" --run-name headline "${CHOSEN[@]}" "${SIZE[@]}")
 LEFT=$((BUDGET_S - (SECONDS - START) - 45))   # 45 s kept for the report and the archive
 TRAIN_START=$SECONDS

@@ -58,12 +58,14 @@ class Destination:
     step: int = 0
 
     def figure(self, fig, name: str, tag: str, dpi: int = 120) -> Path:
-        """Save `fig` as run_dir/name, add it to TensorBoard under `tag`, close it; returns the file."""
+        """Save `fig` as run_dir/name and add the same picture to TensorBoard under `tag` (drawn once); close it.
+        Returns the file."""
         path = Path(self.run_dir) / name
-        files.save_figure(fig, path, dpi=dpi)
-        if self.tb_writer is not None:
-            self.tb_writer.add_figure(tag, fig, global_step=self.step, close=False)
+        png = figures.render(fig, dpi)
         figures.close(fig)
+        files.write_bytes(path, png)
+        if self.tb_writer is not None:
+            self.tb_writer.add_image(tag, figures.png_to_array(png), global_step=self.step, dataformats="HWC")
         return path
 
     def scalars(self, prefix: str, values: dict[str, float]) -> None:

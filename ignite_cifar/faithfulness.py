@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import math
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import torch
@@ -232,13 +233,24 @@ def randomization_cascade(model: nn.Module, images: torch.Tensor, classes: torch
 
 
 # ------------------------------------------------------------------------------------------------ one call, plain data
+@dataclass(frozen=True)
+class Scoring:
+    """What `assess` computes: the baselines (the first is the one ratios and gains compare with), whether to run
+    the randomization cascade, and how many of its randomized maps to keep for a figure."""
+
+    baselines: Sequence[str] = ("random_regions",)
+    sanity: bool = True
+    keep: int = 0
+
+
 def assess(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, maps: torch.Tensor, layer: str,
-           method: str, baselines: Sequence[str] = ("random_regions",), sanity: bool = True, keep: int = 0) -> dict:
+           method: str, scoring: Scoring = Scoring()) -> dict:
     """Faithfulness (and, with `sanity`, the randomization cascade) of `maps` (B x H x W, GradCAM's output for
     `images` and `classes` at `layer` with `method`), as plain numbers: `per_image` lists, `means`, mean `curves`;
     with `keep`, `cascade_maps` {stage: the first `keep` randomized maps} as tensors (for a figure, not for JSON).
 
     Ratios and gains compare with `baselines[0]`; every key names the baseline it uses."""
+    baselines, keep = scoring.baselines, scoring.keep
     grid = native_grid(model, layer, images)
     curves = faithfulness_curves(model, images, classes, maps, grid, baselines)
     out: dict = {"grid": list(grid), "cell_pixels": [maps.shape[-2] / grid[0], maps.shape[-1] / grid[1]],
@@ -252,7 +264,7 @@ def assess(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, maps: 
     base = baselines[0]
     out["means"][f"deletion_ratio/{base}"] = out["means"]["deletion_auc/map"] / out["means"][f"deletion_auc/{base}"]
     out["means"][f"insertion_gain/{base}"] = out["means"]["insertion_auc/map"] - out["means"][f"insertion_auc/{base}"]
-    if sanity:
+    if scoring.sanity:
         cascade = randomization_cascade(model, images, classes, maps, layer, method, keep=keep)
         if keep:
             out["cascade_maps"] = {stage: scores.pop("maps") for stage, scores in cascade.items()}

@@ -69,7 +69,7 @@ def write_faithfulness(model: nn.Module, groups: Sequence[ImageGroup], settings:
         with GradCAM(model, target_layer=layer, method=method) as cam:
             maps = cam(group.images, class_idx=group.classes)
         keep = CASCADE_IMAGES if shown is None else 0
-        scores = fa.assess(model, group.images, group.classes, maps, layer, method, keep=keep)
+        scores = fa.assess(model, group.images, group.classes, maps, layer, method, fa.Scoring(keep=keep))
         if keep:
             shown = (group, maps[:keep], scores.pop("cascade_maps"))
         report["groups"][group.name] = {"images": group.index, "explains": group.explains, **scores}

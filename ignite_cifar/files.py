@@ -77,6 +77,13 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write(path, _write)
 
 
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    def _write(tmp: str) -> None:
+        Path(tmp).write_bytes(data)
+
+    atomic_write(path, _write)
+
+
 def write_json(path: str | os.PathLike, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2) + "\n")
 
@@ -84,6 +91,25 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
 def save_figure(fig, path: str | os.PathLike, **kwargs) -> None:
     ext = Path(path).suffix.lstrip(".") or "png"
     atomic_write(path, lambda tmp: fig.savefig(tmp, format=ext, **kwargs))
+
+
+def read_history(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The epoch records of a run's history.json ([] when there is none); a damaged file is refused in one line that
+    says what to do, before anything of the run is touched."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    try:
+        records = json.loads(path.read_text()).get("epochs")
+        if not isinstance(records, list) or not all(isinstance(r, dict) and isinstance(r.get("epoch"), int)
+                                                     for r in records):
+            raise ValueError("its 'epochs' is not a list of records with an integer 'epoch'")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError) as exc:
+        reason = "not a JSON object" if isinstance(exc, AttributeError) else str(exc).splitlines()[0][:120]
+        raise CheckpointError(f"{path} is damaged ({reason}); move it aside (e.g. to {path.name}.damaged) to resume "
+                              "without the earlier epochs' records: the checkpoint holds everything training needs"
+                              ) from None
+    return records
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -179,10 +179,27 @@ def attach_checkpoints(trainer: Engine, val_evaluator: Engine, to_save: dict[str
     return last, best
 
 
+def quiet_writer_thread_errors() -> None:
+    """When the run folder vanishes or the disk fills, TensorBoard's writer thread dies of an OSError and would print
+    its own traceback above the run's one-line report of the same failure (the next checkpoint or record cannot be
+    written either): such an error in a writer thread is dropped. Anything else reaches the hook as before."""
+    previous = threading.excepthook
+    if getattr(previous, "quiets_writer_threads", False):
+        return
+
+    def hook(args) -> None:
+        if not (issubclass(args.exc_type, OSError) and "Writer" in type(args.thread).__name__):
+            previous(args)
+
+    hook.quiets_writer_threads = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
+
+
 def attach_tensorboard(log_dir: Path, trainer: Engine, val_evaluator: Engine, optimizer: torch.optim.Optimizer,
                        log_every: int, config_text: str) -> TensorboardLogger:
     """Tags: train/batch_loss and lr/group_0 every `log_every` iterations (step = iteration); train/{loss,accuracy},
     val/{loss,accuracy} and epoch/lr/group_0 per epoch (step = epoch)."""
+    quiet_writer_thread_errors()
     tb = TensorboardLogger(log_dir=str(log_dir))
     every = Events.ITERATION_COMPLETED(every=log_every)
     tb.attach_output_handler(trainer, event_name=every, tag="train",
@@ -211,10 +228,7 @@ class History:
     @classmethod
     def resume(cls, path: Path, up_to_epoch: int) -> "History":
         """Continue a run's history, dropping epochs past the checkpoint we resume from."""
-        records = []
-        if path.is_file():
-            records = [r for r in json.loads(path.read_text()).get("epochs", []) if r["epoch"] <= up_to_epoch]
-        return cls(path, records)
+        return cls(path, [r for r in files.read_history(path) if r["epoch"] <= up_to_epoch])
 
     def add(self, record: dict[str, Any]) -> None:
         self.records = [r for r in self.records if r["epoch"] != record["epoch"]] + [record]

@@ -41,11 +41,12 @@ def plan_resume(resume: str, given: Mapping[str, Any]) -> ResumePlan:
     data is known)."""
     checkpoint, run_dir = locate(resume)
     state = files.load_checkpoint(checkpoint)  # a file that is not a (safe) checkpoint is refused before anything
-    missing = [k for k in RESUMABLE_KEYS if k not in state]
+    missing = [k for k in RESUMABLE_KEYS if not isinstance(state.get(k), dict)]
     if missing:
         raise CheckpointError(f"{checkpoint} cannot be resumed from: it lacks {', '.join(missing)} "
                               f"(use a {files.LAST_PREFIX}_*.pt checkpoint)")
     files.check_run_folder(run_dir, "resume")
+    files.read_history(run_dir / files.HISTORY_FILE)  # a damaged history is refused now, not after the run started
     saved = saved_config(run_dir)
     config = make_config(saved, given, {"resume": resume})
     saved_optimizer = saved.get("optimizer", "sgd")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tarfile
 from pathlib import Path
 
@@ -10,6 +11,11 @@ import pytest
 from ignite_cifar.config import make_config
 
 from .helpers import ARCHIVE, require_archive, tiny_config
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two workers on two cores: one thread each (and in the CLI processes they start), since
+    # OpenMP threads that spin while waiting for a core slow everything down many times over.
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture(scope="session")

@@ -59,9 +59,14 @@ def test_the_average_follows_the_recursion_step_by_step():
     assert not average.training and not average.weight.requires_grad
 
 
-def test_the_run_evaluates_checkpoints_and_explains_the_average(tmp_path):
-    result = train(tiny_config(tmp_path, run_name="ema", epochs=2, ema_decay=0.9))
-    run_dir = Path(result["run_dir"])
+@pytest.fixture(scope="module")
+def ema_straight(tmp_path_factory):
+    """A 3-epoch run with the weight average, shared by the tests that only read it."""
+    return train(tiny_config(tmp_path_factory.mktemp("ema"), run_name="ema-straight", epochs=3, ema_decay=0.9))
+
+
+def test_the_run_evaluates_checkpoints_and_explains_the_average(ema_straight):
+    run_dir = Path(ema_straight["run_dir"])
     state = _last_state(run_dir)
     assert set(state["ema_model"]) == set(state["model"])
     assert any(not torch.equal(state["ema_model"][k], state["model"][k]) for k in state["model"])
@@ -76,8 +81,8 @@ def test_the_run_evaluates_checkpoints_and_explains_the_average(tmp_path):
     assert "EMA" in json.loads((run_dir / "evaluation.json").read_text())["model"]
 
 
-def test_a_resumed_run_averages_exactly_as_an_uninterrupted_one(tmp_path):
-    straight = train(tiny_config(tmp_path, run_name="ema-straight", epochs=3, ema_decay=0.9))
+def test_a_resumed_run_averages_exactly_as_an_uninterrupted_one(ema_straight, tmp_path):
+    straight = ema_straight
     half = train(tiny_config(tmp_path, run_name="ema-halves", epochs=1, ema_decay=0.9))
     assert cli.main(["train", "--resume", half["run_dir"], "--epochs", "3"]) == 0
     assert _records(half["run_dir"]) == _records(straight["run_dir"])

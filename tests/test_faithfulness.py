@@ -1,5 +1,6 @@
 """Sanity (parameter randomization) and faithfulness (deletion / insertion) of GradCAM maps, on tiny models."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -78,7 +79,7 @@ def test_patch_model_maps_lie_on_the_patch_and_beat_random_regions(trained):
     mass = (maps * mask).sum(dim=(1, 2)) / maps.sum(dim=(1, 2))
     chance = PATCH**2 / SIZE**2
     assert mass.mean() > 2.5 * chance  # the upsampled 4 x 4 map spills onto the neighbours; chance is 1/16
-    report = fa.assess(model, x, y, maps, "layer4", "gradcam", sanity=False)
+    report = fa.assess(model, x, y, maps, "layer4", "gradcam", fa.Scoring(sanity=False))
     means = report["means"]
     assert report["grid"] == [CELLS, CELLS] and report["cell_pixels"] == [PATCH, PATCH]
     assert means["deletion_auc/map"] < 0.6 * means["deletion_auc/random_regions"]
@@ -92,7 +93,7 @@ def test_noise_map_fails_the_faithfulness_check(trained):
     g = torch.Generator().manual_seed(5)
     # Noise shaped like a GradCAM map: random values on the layer's 4 x 4 grid, upsampled bilinearly.
     noise = F.interpolate(torch.rand(len(x), 1, CELLS, CELLS, generator=g), size=(SIZE, SIZE), mode="bilinear")[:, 0]
-    report = fa.assess(model, x, y, noise, "layer4", "gradcam", sanity=False)
+    report = fa.assess(model, x, y, noise, "layer4", "gradcam", fa.Scoring(sanity=False))
     assert report["means"]["deletion_ratio/random_regions"] > 0.85
     assert not report["verdict"]["faithful"]
 
@@ -128,7 +129,7 @@ def test_model_left_exactly_as_found():
     with GradCAM(model, "layer4") as cam:
         maps = cam(x, class_idx=y)
     rng = torch.get_rng_state()
-    fa.assess(model, x, y, maps, "layer4", "gradcam++", baselines=fa.BASELINES)
+    fa.assess(model, x, y, maps, "layer4", "gradcam++", fa.Scoring(baselines=fa.BASELINES))
     assert torch.equal(torch.get_rng_state(), rng)  # seeded generators, not the global state
     now_modes, now_flags, now_params, now_hooks = _state(model)
     assert (now_modes, now_flags, now_hooks) == (modes, flags, hooks)
@@ -228,7 +229,8 @@ class _Writer:
     def add_scalar(self, tag, value, global_step=None):
         self.scalars[tag] = value
 
-    def add_figure(self, tag, fig, global_step=None, close=True):
+    def add_image(self, tag, image, global_step=None, dataformats="CHW"):
+        assert dataformats == "HWC" and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
         self.figures.append(tag)
 
 

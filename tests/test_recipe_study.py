@@ -67,7 +67,7 @@ def test_study_runs_skips_resumes_and_restarts(tmp_path, capsys):
         history = _history(study_dir / name)
         assert len(history["epochs"]) == epochs and "final_test" in history
     config = (study_dir / "adam" / "config.yaml").read_text()
-    assert "optimizer: adam" in config and "width: 0.125" in config
+    assert "optimizer: adam" in config and "width: 0.0625" in config
     report = (study_dir / recipe_study.REPORT).read_text()
     assert "| shipped | finished |" in report and "| adam | finished |" in report
     assert "| zero-init | not started |" in report and (study_dir / recipe_study.CURVES).stat().st_size > 0

@@ -62,6 +62,13 @@ class _Case:
         (self.tmp / name).write_text(text)
         return str(self.tmp / name)
 
+    def damaged(self, name: str, damage) -> str:
+        """A copy of the earlier run, damaged by `damage(folder)` (as a crash or a hand edit would leave it)."""
+        copy = self.tmp / name
+        shutil.copytree(self.earlier, copy)
+        damage(copy)
+        return str(copy)
+
     def other_architecture(self) -> str:
         """A copy of the earlier run whose config.yaml claims another width than its checkpoint has."""
         other = self.tmp / "other-arch"
@@ -113,7 +120,50 @@ CASES = {
     "resume-other-architecture": (lambda c: ["--resume", c.other_architecture()],
                                   ["does not fit", "shape", "checkpoint (4,", "model (8,"]),
     "resume-missing": (lambda c: ["--resume", str(c.tmp / "nothing-here")], ["does not exist"]),
+    # every file a resumed run reads back, damaged
+    "resume-history-cut-short": (lambda c: ["--resume", c.damaged("cut", _cut_history), "--epochs", "2"],
+                                 ["history.json", "damaged", "move it aside"]),
+    "resume-history-not-records": (lambda c: ["--resume", c.damaged("edited", _edit_history), "--epochs", "2"],
+                                   ["history.json", "damaged", "integer 'epoch'"]),
+    "resume-config-not-yaml": (lambda c: ["--resume", c.damaged("yaml", _break_config), "--epochs", "2"],
+                               ["config.yaml", "not valid YAML"]),
+    "resume-config-bad-value": (lambda c: ["--resume", c.damaged("value", _bad_config_value), "--epochs", "2"],
+                                ["epochs", "integer", "banana"]),
+    "resume-checkpoint-cut-short": (lambda c: ["--resume", c.damaged("ckpt", _cut_checkpoint), "--epochs", "2"],
+                                    ["last_checkpoint", "not a PyTorch checkpoint"]),
+    "resume-checkpoint-without-trainer": (lambda c: ["--resume", c.damaged("part", _drop_trainer), "--epochs", "2"],
+                                          ["last_checkpoint", "lacks trainer"]),
 }
+
+
+def _cut_history(run: Path) -> None:
+    text = (run / "history.json").read_text()
+    (run / "history.json").write_text(text[: len(text) // 2])
+
+
+def _edit_history(run: Path) -> None:
+    (run / "history.json").write_text(json.dumps({"epochs": [{"epoch": "one"}]}))
+
+
+def _break_config(run: Path) -> None:
+    (run / "config.yaml").write_text("epochs: [2\nwidth: 0.0625\n")
+
+
+def _bad_config_value(run: Path) -> None:
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    (run / "config.yaml").write_text(yaml.safe_dump({**saved, "epochs": "banana"}))
+
+
+def _cut_checkpoint(run: Path) -> None:
+    ckpt = files.find_checkpoint(run)
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+
+
+def _drop_trainer(run: Path) -> None:
+    ckpt = files.find_checkpoint(run)
+    state = files.load_checkpoint(ckpt)
+    del state["trainer"]
+    torch.save(state, ckpt)
 
 
 @pytest.fixture(scope="module")
@@ -430,6 +480,7 @@ def test_a_write_the_machine_refuses_ends_in_one_line_and_keeps_the_last_checkpo
     assert not list((run_dir / "checkpoints").glob("*.tmp")) and not list((run_dir / "checkpoints").glob("tmp*"))
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")  # TensorBoard's writer thread
 def test_a_vanished_output_folder_ends_in_one_line(tmp_path, monkeypatch, capsys):
     from ignite.engine import Events
 
@@ -447,5 +498,6 @@ def test_a_vanished_output_folder_ends_in_one_line(tmp_path, monkeypatch, capsys
             "--train-subset", "300", "--test-subset", "100", "--batch-size", "50", "--output-dir",
             config.output_dir, "--run-name", "gone"]
     assert cli.main(argv) == 1
-    err = capsys.readouterr().err.strip().splitlines()[-1]
+    err = capsys.readouterr().err.strip()  # the whole of stderr: no thread's traceback above the line
+    assert err.count("\n") == 0 and "Traceback" not in err, err
     assert err.startswith("ignite-cifar: error: cannot write") and "gone" in err and "Last good checkpoint" in err

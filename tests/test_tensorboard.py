@@ -1,5 +1,6 @@
-"""TensorBoard as a user sees it: a real server on a finished smoke run on real images, read through its HTTP
-data API: scalars, the GradCAM probe at every explained epoch, the train-vs-val layout and the HParams row."""
+"""The smoke run on the real images, and TensorBoard as a user sees it: a real server on that finished run, read
+through its HTTP data API: scalars, the GradCAM probe at every explained epoch, the train-vs-val layout and the
+HParams row. (The only tests of the real-image run: `make test` keeps each file on one worker, so it is built once.)"""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ignite_cifar.tensorboard_views import METRICS
 
@@ -125,3 +127,18 @@ def test_hparams_row_holds_the_config_and_the_results(served):
     assert values["hparams/final_test_accuracy"] == pytest.approx(history["final_test"]["test_accuracy"])
     assert values["hparams/best_val_accuracy"] == pytest.approx(max(e["val_accuracy"] for e in history["epochs"]))
     assert values["hparams/epochs_done"] == 2
+
+
+def test_real_images_smoke_run(real_smoke_run):
+    """The shipped smoke config on the real CIFAR-10 JPEG export (a stratified subset)."""
+    run_dir, result, config = real_smoke_run
+    for name in ("config.yaml", "history.json", "curves.png", "misclassified.png", "gradcam.png",
+                 "misclassified.json", "confusion.png", "evaluation.json"):
+        assert (run_dir / name).is_file(), name
+    derived = yaml.safe_load((run_dir / "config.yaml").read_text())["derived"]
+    assert derived["classes"] == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                                  "truck"]
+    assert derived["train_images"] == config.train_subset and derived["test_images"] == config.test_subset
+    listed = json.loads((run_dir / "misclassified.json").read_text())
+    assert listed["found"] == 20
+    assert result["val_accuracy"] > 0.15  # chance is 0.10
