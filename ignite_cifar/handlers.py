@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -28,18 +29,43 @@ def current_lr(optimizer: torch.optim.Optimizer) -> float:
 HYPERPARAMETERS = ("factor", "patience", "min_lrs", "default_min_lr", "threshold", "threshold_mode", "cooldown", "eps")
 
 
+@dataclass(frozen=True)
+class Plateau:
+    """ReduceLROnPlateau's settings: the `--plateau-*` flags and `--min-lr` (the defaults are torch's and the
+    mission's: val loss, relative threshold 1e-4, no cooldown)."""
+
+    factor: float = 0.1
+    patience: int = 2
+    min_lr: float = 1e-5
+    metric: str = "loss"
+    threshold: float = 1e-4
+    threshold_mode: str = "rel"
+    cooldown: int = 0
+
+    @classmethod
+    def of(cls, config: Any) -> "Plateau":
+        return cls(config.plateau_factor, config.plateau_patience, config.min_lr, config.plateau_metric,
+                   config.plateau_threshold, config.plateau_threshold_mode, config.plateau_cooldown)
+
+    @property
+    def mode(self) -> str:
+        return "max" if self.metric == "accuracy" else "min"
+
+
 class PlateauScheduler:
-    """torch's ReduceLROnPlateau stepped on the val loss each time the val evaluator completes.
+    """torch's ReduceLROnPlateau stepped on a val metric each time the evaluator it is attached to completes.
 
     Written here rather than ignite's ReduceLROnPlateauScheduler because that one's state_dict carries a
     bound method, which cannot be saved as plain data (see files.load_checkpoint).
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, factor: float, patience: int, min_lr: float,
-                 metric_name: str = "loss"):
+    def __init__(self, optimizer: torch.optim.Optimizer, plateau: Plateau):
         self.optimizer = optimizer
-        self.metric_name = metric_name
-        self.scheduler = ReduceLROnPlateau(optimizer, mode="min", factor=factor, patience=patience, min_lr=min_lr)
+        self.metric_name = plateau.metric
+        self.scheduler = ReduceLROnPlateau(optimizer, mode=plateau.mode, factor=plateau.factor,
+                                           patience=plateau.patience, min_lr=plateau.min_lr,
+                                           threshold=plateau.threshold, threshold_mode=plateau.threshold_mode,
+                                           cooldown=plateau.cooldown)
         self.paused: Callable[[], bool] = lambda: False  # a warmup holds it still until it is over
 
     def __call__(self, evaluator: Engine) -> None:
@@ -56,17 +82,24 @@ class PlateauScheduler:
         return self.scheduler.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """The counters (best loss, evaluations without improvement, ...) come from the checkpoint; factor,
-        patience and min lr stay as configured, so flags given with --resume take effect."""
+        """The counters (best value, evaluations without improvement, ...) come from the checkpoint; factor,
+        patience, min lr, threshold and cooldown stay as configured, so flags given with --resume take effect. A
+        resumed run that watches another metric now (--plateau-metric) starts counting afresh."""
         configured = {k: getattr(self.scheduler, k) for k in HYPERPARAMETERS if hasattr(self.scheduler, k)}
+        mode = self.scheduler.mode
         self.scheduler.load_state_dict(state)
         for key, value in configured.items():
             setattr(self.scheduler, key, value)
+        self.scheduler.mode = mode
+        self.scheduler._init_is_better(mode=mode, threshold=self.scheduler.threshold,
+                                       threshold_mode=self.scheduler.threshold_mode)
+        if state.get("mode", mode) != mode:
+            self.scheduler._reset()
+            log.info("the plateau scheduler now watches val %s: its counters start afresh", self.metric_name)
 
 
-def attach_plateau_scheduler(evaluator: Engine, optimizer: torch.optim.Optimizer, factor: float,
-                             patience: int, min_lr: float) -> PlateauScheduler:
-    scheduler = PlateauScheduler(optimizer, factor, patience, min_lr)
+def attach_plateau_scheduler(evaluator: Engine, optimizer: torch.optim.Optimizer, plateau: Plateau) -> PlateauScheduler:
+    scheduler = PlateauScheduler(optimizer, plateau)
     evaluator.add_event_handler(Events.COMPLETED, scheduler)
     return scheduler
 
@@ -179,10 +212,10 @@ def attach_checkpoints(trainer: Engine, val_evaluator: Engine, to_save: dict[str
     return last, best
 
 
-def attach_tensorboard(log_dir: Path, trainer: Engine, val_evaluator: Engine, optimizer: torch.optim.Optimizer,
+def attach_tensorboard(log_dir: Path, trainer: Engine, evaluators: dict[str, Engine], optimizer: torch.optim.Optimizer,
                        log_every: int, config_text: str) -> TensorboardLogger:
     """Tags: train/batch_loss and lr/group_0 every `log_every` iterations (step = iteration); train/{loss,accuracy},
-    val/{loss,accuracy} and epoch/lr/group_0 per epoch (step = epoch)."""
+    val/{loss,accuracy} (and raw_val/..., with a weight average) and epoch/lr/group_0 per epoch (step = epoch)."""
     tb = TensorboardLogger(log_dir=str(log_dir))
     every = Events.ITERATION_COMPLETED(every=log_every)
     tb.attach_output_handler(trainer, event_name=every, tag="train",
@@ -193,8 +226,9 @@ def attach_tensorboard(log_dir: Path, trainer: Engine, val_evaluator: Engine, op
                                  tag="epoch")
     tb.attach_output_handler(trainer, event_name=Events.EPOCH_COMPLETED, tag="train",
                              metric_names=["loss", "accuracy"], global_step_transform=global_step_from_engine(trainer))
-    tb.attach_output_handler(val_evaluator, event_name=Events.COMPLETED, tag="val",
-                             metric_names=["loss", "accuracy"], global_step_transform=global_step_from_engine(trainer))
+    for name, evaluator in evaluators.items():
+        tb.attach_output_handler(evaluator, event_name=Events.COMPLETED, tag=name, metric_names=["loss", "accuracy"],
+                                 global_step_transform=global_step_from_engine(trainer))
     tb.writer.add_text("config", "```\n" + config_text + "\n```", global_step=0)
     trainer.add_event_handler(Events.COMPLETED | Events.TERMINATE, lambda _: tb.writer.flush())
     return tb
@@ -224,10 +258,11 @@ class History:
         files.write_json(self.path, {"epochs": self.records, **self.extra})
 
 
-def attach_epoch_log(trainer: Engine, val_evaluator: Engine, val_loader, optimizer: torch.optim.Optimizer,
+def attach_epoch_log(trainer: Engine, evaluators: dict[str, Engine], val_loader, optimizer: torch.optim.Optimizer,
                      history: History | None, train_size: int, batch_size: int,
                      on_record: Callable[[dict[str, Any]], None] | None = None) -> None:
-    """After each epoch: evaluate val, then record/print the epoch. On ranks other than 0 `history` is None.
+    """After each epoch: run each evaluator on val (`val`: the evaluated model; `raw_val`, with a weight average:
+    the raw weights), then record/print the epoch. On ranks other than 0 `history` is None.
 
     Images/s count the images this process trained in the epoch: after a mid-epoch resume, the first epoch's
     skipped (full) batches are not counted."""
@@ -245,29 +280,36 @@ def attach_epoch_log(trainer: Engine, val_evaluator: Engine, val_loader, optimiz
 
     @trainer.on(Events.EPOCH_COMPLETED)
     def evaluate_and_record(engine: Engine) -> None:
-        val_started = time.perf_counter()
-        val_evaluator.run(val_loader)
+        evaluated = {}
+        for name, evaluator in evaluators.items():  # `val` first: the plateau may step on `raw_val`, after it
+            began = time.perf_counter()
+            evaluator.run(val_loader)
+            v = evaluator.state.metrics
+            evaluated.update({f"{name}_loss": float(v["loss"]), f"{name}_accuracy": float(v["accuracy"]),
+                              f"{name}_seconds": round(time.perf_counter() - began, 3)})
         if history is None:
             return
         seconds = engine.state.times[Events.EPOCH_COMPLETED.name]
-        m, v = engine.state.metrics, val_evaluator.state.metrics
+        m = engine.state.metrics
         skipped_batches = (engine.state.epoch_length or 0) - (engine.state.iteration - epoch_start["iteration"])
         images = train_size - max(0, skipped_batches) * batch_size
         record = {
             "epoch": engine.state.epoch,
             "iteration": engine.state.iteration,
             "train_loss": float(m["loss"]), "train_accuracy": float(m["accuracy"]),
-            "val_loss": float(v["loss"]), "val_accuracy": float(v["accuracy"]),
+            **evaluated,
             "lr": epoch_start["lr"], "next_lr": current_lr(optimizer),
             "epoch_seconds": round(float(seconds), 3),
             "train_images_per_s": round(images / seconds, 1) if seconds > 0 else None,
-            "val_seconds": round(time.perf_counter() - val_started, 3),
             "wall_seconds": round(time.perf_counter() - started["at"], 3),  # since this process began training
         }
         history.add(record)
         log.info("epoch %d/%d  train loss %.4f acc %.2f%%  val loss %.4f acc %.2f%%  lr %.3g  %.1fs",
                  record["epoch"], engine.state.max_epochs, record["train_loss"], 100 * record["train_accuracy"],
                  record["val_loss"], 100 * record["val_accuracy"], record["lr"], seconds)
+        if "raw_val_accuracy" in record:
+            log.info("         raw weights: val loss %.4f acc %.2f%%  (%.1fs)", record["raw_val_loss"],
+                     100 * record["raw_val_accuracy"], record["raw_val_seconds"])
         if not all(math.isfinite(record[k]) for k in ("train_loss", "val_loss")):
             log.warning("non-finite loss in epoch %d", record["epoch"])
         if on_record is not None:

@@ -119,7 +119,7 @@ def build_model_and_optimizer(config: Config, num_classes: int, device: torch.de
     # dynamic=False: the epoch's last, smaller batch gets its own static graph instead of turning every step
     # into a dynamic-shape one.
     train_model = torch.compile(model, dynamic=False) if config.compile else model
-    optimizer = idist.auto_optim(build_optimizer(config, model.parameters()))
+    optimizer = idist.auto_optim(build_optimizer(config, model))
     return Network(model, base_model, train_model, optimizer)
 
 

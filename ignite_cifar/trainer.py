@@ -29,6 +29,7 @@ from .explained import Destination, ExplainSettings, LabelledImages
 from .handlers import (
     History,
     NonFiniteLossGuard,
+    Plateau,
     RNGState,
     attach_checkpoints,
     attach_epoch_log,
@@ -64,6 +65,7 @@ class Run:
     trainer: Engine
     evaluator: Engine
     evaluated_model: nn.Module  # the plain model the evaluator runs, saved as best and explained (EMA or base)
+    raw_evaluator: Engine | None  # with --ema-decay: the raw weights, evaluated beside the average
     nan_guard: NonFiniteLossGuard
     to_save: dict[str, Any]
     last_checkpoint: Checkpoint
@@ -120,14 +122,11 @@ def build_engines(config: Config, net: Network, flow: Dataflow, device: torch.de
     """Trainer and evaluator with the handlers that shape training and what a checkpoint holds."""
     trainer = engines.create_trainer(net.train_model, net.optimizer, training_criterion(config).to(device), device,
                                      precision)
-    evaluated_model, engine_model = net.base_model, net.model
-    if config.ema_decay:
-        evaluated_model = engine_model = attach_weight_average(trainer, net.model, config.ema_decay)
-    evaluator = engines.create_evaluator(engine_model, nn.CrossEntropyLoss().to(device), device, precision)
+    evaluated_model, evaluator, raw_evaluator = build_evaluators(config, net, trainer, device, precision)
     attach_epoch_seeding(trainer, flow.sampler, flow.train_dataset)
     nan_guard = NonFiniteLossGuard(every=config.log_every).attach(trainer)
-    plateau = attach_plateau_scheduler(evaluator, net.optimizer, config.plateau_factor, config.plateau_patience,
-                                       config.min_lr)
+    watched = raw_evaluator if raw_evaluator is not None and config.plateau_on == "raw" else evaluator
+    plateau = attach_plateau_scheduler(watched, net.optimizer, Plateau.of(config))
     to_save: dict[str, Any] = {"model": net.base_model, "optimizer": net.optimizer, "scheduler": plateau,
                                "trainer": trainer, "rng": RNGState()}
     if config.ema_decay:
@@ -138,7 +137,19 @@ def build_engines(config: Config, net: Network, flow: Dataflow, device: torch.de
     if precision.scaler is not None:
         to_save["scaler"] = precision.scaler
     last, _best = attach_checkpoints(trainer, evaluator, to_save, run_dir, evaluated_model)
-    return Run(trainer, evaluator, evaluated_model, nan_guard, to_save, last)
+    return Run(trainer, evaluator, evaluated_model, raw_evaluator, nan_guard, to_save, last)
+
+
+def build_evaluators(config: Config, net: Network, trainer: Engine, device: torch.device,
+                     precision: Precision) -> tuple[nn.Module, Engine, Engine | None]:
+    """(the model that is evaluated, checkpointed as best and explained; its evaluator; the raw weights' evaluator
+    or None). With --ema-decay the first is the weight average, and the raw weights are evaluated beside it."""
+    criterion = nn.CrossEntropyLoss().to(device)
+    if not config.ema_decay:
+        return net.base_model, engines.create_evaluator(net.model, criterion, device, precision), None
+    average = attach_weight_average(trainer, net.model, config.ema_decay)
+    return (average, engines.create_evaluator(average, criterion, device, precision),
+            engines.create_evaluator(net.model, criterion, device, precision))
 
 
 def restore(plan: LaunchPlan, run: Run, flow: Dataflow, optimizer: torch.optim.Optimizer) -> int:
@@ -155,7 +166,7 @@ def restore(plan: LaunchPlan, run: Run, flow: Dataflow, optimizer: torch.optim.O
     # A mid-epoch checkpoint (written on interrupt) resumes on the batches that epoch had not reached yet.
     flow.sampler.skip = (trainer.state.iteration % epoch_length) * (flow.train_loader.batch_size or 1)
     for group in optimizer.param_groups:  # as configured now, which is the saved config plus today's flags
-        group.update(optimizer_settings(config))
+        group.update(optimizer_settings(config, group))
     if plan.resume.lr_override is not None:
         saved_lr = current_lr(optimizer)
         for group in optimizer.param_groups:
@@ -183,7 +194,7 @@ def attach_outputs(plan: LaunchPlan, run: Run, net: Network, flow: Dataflow, dev
             "augment_on": flow.augment_on}})
         files.write_text(run_dir / files.CONFIG_FILE, config_text)
         outputs.history = History.resume(run_dir / files.HISTORY_FILE, start_epoch)
-        outputs.tb = attach_tensorboard(run_dir / "tb", trainer, run.evaluator, net.optimizer, config.log_every,
+        outputs.tb = attach_tensorboard(run_dir / "tb", trainer, evaluators(run), net.optimizer, config.log_every,
                                         config_text)
         outputs.hparams = HParamsLog(outputs.tb.writer, config)
         add_layout(outputs.tb.writer)
@@ -193,7 +204,7 @@ def attach_outputs(plan: LaunchPlan, run: Run, net: Network, flow: Dataflow, dev
                  idist.get_world_size(), device, precision.describe(), len(plan.data.train), len(flow.val_split),
                  f"resuming after epoch {start_epoch}" if plan.resume else "from scratch",
                  f" | evaluating the weight average (EMA decay {config.ema_decay})" if config.ema_decay else "")
-    attach_epoch_log(trainer, run.evaluator, flow.val_loader, net.optimizer, outputs.history, len(plan.data.train),
+    attach_epoch_log(trainer, evaluators(run), flow.val_loader, net.optimizer, outputs.history, len(plan.data.train),
                      config.batch_size, on_record=_after_record(outputs, run_dir) if rank == 0 else None)
     if rank == 0 and config.probe_every > 0:
         GradCAMProbe(run.evaluated_model, labelled_test_images(plan), ExplainSettings.of(config), device,
@@ -202,6 +213,12 @@ def attach_outputs(plan: LaunchPlan, run: Run, net: Network, flow: Dataflow, dev
     if rank == 0:
         trainer.add_event_handler(Events.COMPLETED, _explain_on_completion(plan, run, net, outputs, device, run_dir))
     return outputs
+
+
+def evaluators(run: Run) -> dict[str, Engine]:
+    """The evaluators of each epoch by record name: `val` (the evaluated model) and, with a weight average, `raw_val`
+    (the raw weights) after it."""
+    return {"val": run.evaluator, **({"raw_val": run.raw_evaluator} if run.raw_evaluator is not None else {})}
 
 
 def labelled_test_images(plan: LaunchPlan) -> LabelledImages:
