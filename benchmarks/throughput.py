@@ -52,10 +52,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ignite_cifar.augment import AugmentedDataset, build_train_transform, eval_dataset
-from ignite_cifar.config import Config, coerce, resolve_num_workers
+from ignite_cifar.config import Config, coerce
 from ignite_cifar.data import channel_stats, synthetic_split
 from ignite_cifar.engines import Precision, create_trainer
 from ignite_cifar.gradcam import GradCAM
+from ignite_cifar.loaders import resolve_num_workers
 from ignite_cifar.models import build_model
 
 TARGET_RATIO = 0.98       # trainer images/s over plain-loop images/s

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import typing
 from dataclasses import dataclass, field, fields
 from importlib import resources
@@ -23,7 +22,10 @@ GRADCAM_METHODS = CAM_METHODS
 EXPLAIN_CHECKPOINTS = ("final", "best")
 DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("auto", "gloo", "nccl")
-OPTIMIZERS = ("sgd", "adam")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+PLATEAU_METRICS = ("loss", "accuracy")  # val loss is lowered, val accuracy raised
+THRESHOLD_MODES = ("rel", "abs")  # torch ReduceLROnPlateau's
+PLATEAU_ON = ("raw", "ema")
 AUGMENT_ON = ("auto", "cpu", "device")
 DEVICE_AUGMENT_LACKS = ("p_shift_scale_rotate", "p_to_gray")  # CPU-pipeline extras device_augment.py lacks
 SHIPPED_CONFIGS = ("mission", "smoke")  # the defaults are the Config fields below: the one copy of the recipe
@@ -73,9 +75,13 @@ class Config:
     # optimization
     epochs: int = _f(40, "training epochs")
     batch_size: int = _f(128, "global batch size (split across processes)")
-    optimizer: str = _f("sgd", "sgd (with --momentum) or adam (torch Adam; --weight-decay is its L2 term)", OPTIMIZERS)
+    optimizer: str = _f("sgd", "sgd (with --momentum), adam (torch Adam: --weight-decay is an L2 term in its gradient) "
+                               "or adamw (torch AdamW: decoupled weight decay)", OPTIMIZERS)
     lr: float = _f(0.01, "initial learning rate")
     momentum: float = _f(0.9, "SGD momentum")
+    nesterov: bool = _f(False, "SGD with Nesterov momentum")
+    decay_norm_bias: bool = _f(True, "weight decay on norm weights and all biases too (--no-decay-norm-bias: only on "
+                                     "convolution and linear weights)")
     weight_decay: float = _f(5e-4, "weight decay (L2)")
     label_smoothing: float = _f(0.0, "label smoothing of the training loss only (val loss stays plain cross-entropy)")
     warmup_epochs: int = _f(0, "linear warmup of the lr per iteration from lr/10 to lr over this many epochs; "
@@ -83,8 +89,17 @@ class Config:
     ema_decay: float = _f(0.0, "keep an exponential moving average of the weights, this much of the old average kept "
                                "per step (e.g. 0.999), and evaluate, checkpoint and explain it instead of the raw "
                                "weights (0 = off)")
-    plateau_factor: float = _f(0.1, "ReduceLROnPlateau: multiply the lr by this when val loss stalls")
+    plateau_factor: float = _f(0.1, "ReduceLROnPlateau: multiply the lr by this when the val metric stalls")
     plateau_patience: int = _f(2, "ReduceLROnPlateau: epochs without improvement before reducing")
+    plateau_metric: str = _f("loss", "ReduceLROnPlateau: the val metric it watches (loss: lower is better; accuracy: "
+                                     "higher is better)", PLATEAU_METRICS)
+    plateau_threshold: float = _f(1e-4, "ReduceLROnPlateau: the least change that counts as an improvement")
+    plateau_threshold_mode: str = _f("rel", "ReduceLROnPlateau: the threshold relative to the best value (rel) or in "
+                                            "the metric's own units (abs, e.g. 0.01 on loss, 0.002 on accuracy)",
+                                     THRESHOLD_MODES)
+    plateau_cooldown: int = _f(0, "ReduceLROnPlateau: epochs to wait after a cut before counting again")
+    plateau_on: str = _f("raw", "with --ema-decay: the plateau scheduler steps on the raw weights' val metric (raw, "
+                                "evaluated beside the average each epoch) or on the average's (ema)", PLATEAU_ON)
     min_lr: float = _f(1e-5, "ReduceLROnPlateau: lower bound of the lr")
     # runtime
     seed: int = _f(42, "seed for weights, data order, subsets and augmentation")
@@ -131,7 +146,8 @@ class Config:
         if self.num_workers != AUTO and self.num_workers < 0:
             raise ConfigError(f"num_workers: must be >= 0 or auto, got {self.num_workers}")
         for name in ("train_subset", "test_subset", "crop_padding", "probe_every", "cutout_size",
-                     "plateau_patience", "warmup_epochs", "min_lr", "momentum", "weight_decay", "rotate_limit"):
+                     "plateau_patience", "warmup_epochs", "min_lr", "momentum", "weight_decay", "rotate_limit",
+                     "plateau_threshold", "plateau_cooldown"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.val_split < 1.0:
@@ -140,6 +156,8 @@ class Config:
             raise ConfigError(f"label_smoothing: must be in [0, 1), got {self.label_smoothing}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay: must be in [0, 1), got {self.ema_decay}")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
+            raise ConfigError("nesterov: needs --optimizer sgd with a --momentum above 0")
         if not 0.0 < self.plateau_factor < 1.0:
             raise ConfigError(f"plateau_factor: must be in (0, 1), got {self.plateau_factor}")
         for f in fields(self):
@@ -180,16 +198,6 @@ class RangeTest:
 
 _TYPES = {f.name: typing.get_type_hints(Config)[f.name] for f in fields(Config)}
 _CHOICES = {f.name: f.metadata.get("choices") for f in fields(Config)}
-
-
-def resolve_num_workers(num_workers: int | str, nproc_per_node: int, cores: int | None = None) -> int:
-    """The DataLoader workers for the whole node: a number as given, or for `auto` the cores this process may use
-    less one per training process, at most MAX_AUTO_WORKERS per process (ignite divides them among processes)."""
-    if num_workers != AUTO:
-        return int(num_workers)
-    if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(cores - nproc_per_node, MAX_AUTO_WORKERS * nproc_per_node))
 
 
 def field_names() -> list[str]:

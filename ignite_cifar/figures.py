@@ -17,7 +17,9 @@ def curves(records: Sequence[dict[str, Any]]) -> Figure:
     """Train and val loss (left) and accuracy (right) per epoch."""
     epochs = [r["epoch"] for r in records]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    for split, style in (("train", "-o"), ("val", "-s")):
+    splits = [("train", "-o"), ("val", "-s")] + ([("raw_val", "--^")] if records and "raw_val_loss" in records[0]
+                                                  else [])
+    for split, style in splits:
         ax_loss.plot(epochs, [r[f"{split}_loss"] for r in records], style, ms=3, label=split)
         ax_acc.plot(epochs, [100 * r[f"{split}_accuracy"] for r in records], style, ms=3, label=split)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")

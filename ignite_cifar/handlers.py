@@ -11,85 +11,14 @@ from typing import Any, Callable, Iterable
 
 import torch
 from ignite.engine import Engine, Events
-from ignite.handlers import Checkpoint, DiskSaver, PiecewiseLinear, global_step_from_engine
+from ignite.handlers import Checkpoint, DiskSaver, global_step_from_engine
 from ignite.handlers.tensorboard_logger import TensorboardLogger
-from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from . import files
 from .errors import MachineError
+from .schedules import current_lr
 
 log = logging.getLogger("ignite_cifar")
-
-
-def current_lr(optimizer: torch.optim.Optimizer) -> float:
-    return float(optimizer.param_groups[0]["lr"])
-
-
-HYPERPARAMETERS = ("factor", "patience", "min_lrs", "default_min_lr", "threshold", "threshold_mode", "cooldown", "eps")
-
-
-class PlateauScheduler:
-    """torch's ReduceLROnPlateau stepped on the val loss each time the val evaluator completes.
-
-    Written here rather than ignite's ReduceLROnPlateauScheduler because that one's state_dict carries a
-    bound method, which cannot be saved as plain data (see files.load_checkpoint).
-    """
-
-    def __init__(self, optimizer: torch.optim.Optimizer, factor: float, patience: int, min_lr: float,
-                 metric_name: str = "loss"):
-        self.optimizer = optimizer
-        self.metric_name = metric_name
-        self.scheduler = ReduceLROnPlateau(optimizer, mode="min", factor=factor, patience=patience, min_lr=min_lr)
-        self.paused: Callable[[], bool] = lambda: False  # a warmup holds it still until it is over
-
-    def __call__(self, evaluator: Engine) -> None:
-        if self.paused():
-            return
-        before = current_lr(self.optimizer)
-        self.scheduler.step(float(evaluator.state.metrics[self.metric_name]))
-        after = current_lr(self.optimizer)
-        if after < before:
-            log.info("val %s did not improve for %d evaluations: lr %.3g -> %.3g",
-                     self.metric_name, self.scheduler.patience + 1, before, after)
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.scheduler.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """The counters (best loss, evaluations without improvement, ...) come from the checkpoint; factor,
-        patience and min lr stay as configured, so flags given with --resume take effect."""
-        configured = {k: getattr(self.scheduler, k) for k in HYPERPARAMETERS if hasattr(self.scheduler, k)}
-        self.scheduler.load_state_dict(state)
-        for key, value in configured.items():
-            setattr(self.scheduler, key, value)
-
-
-def attach_plateau_scheduler(evaluator: Engine, optimizer: torch.optim.Optimizer, factor: float,
-                             patience: int, min_lr: float) -> PlateauScheduler:
-    scheduler = PlateauScheduler(optimizer, factor, patience, min_lr)
-    evaluator.add_event_handler(Events.COMPLETED, scheduler)
-    return scheduler
-
-
-WARMUP_START = 0.1  # the warmup starts at this fraction of the lr
-
-
-def attach_warmup(trainer: Engine, optimizer: torch.optim.Optimizer, lr: float, epochs: int, epoch_length: int,
-                  plateau: PlateauScheduler) -> PiecewiseLinear:
-    """Linear warmup of the lr, per iteration, from lr/10 to lr over `epochs` epochs (ignite's PiecewiseLinear;
-    save it with the checkpoint so a resumed run continues it). The plateau scheduler does not step until the
-    warmup is over, and after it only the plateau scheduler changes the lr."""
-    steps = epochs * epoch_length
-    start = lr * WARMUP_START
-    for group in optimizer.param_groups:  # the first iteration's lr; a resumed run's checkpoint replaces it
-        group["lr"] = start
-    # Iteration i runs at start + (i - 1) * step. The scheduler sets the next iteration's lr when one completes
-    # (so an epoch's recorded lr, read when it starts, is its first iteration's), and steps + 1 runs at lr.
-    step = (lr - start) / steps
-    warmup = PiecewiseLinear(optimizer, "lr", milestones_values=[(0, start + step), (max(steps - 1, 1), lr)])
-    trainer.add_event_handler(Events.ITERATION_COMPLETED(event_filter=lambda _, i: i <= steps), warmup)
-    plateau.paused = lambda: trainer.state.epoch <= epochs
-    return warmup
 
 
 class RNGState:
@@ -195,10 +124,10 @@ def quiet_writer_thread_errors() -> None:
     threading.excepthook = hook
 
 
-def attach_tensorboard(log_dir: Path, trainer: Engine, val_evaluator: Engine, optimizer: torch.optim.Optimizer,
+def attach_tensorboard(log_dir: Path, trainer: Engine, evaluators: dict[str, Engine], optimizer: torch.optim.Optimizer,
                        log_every: int, config_text: str) -> TensorboardLogger:
     """Tags: train/batch_loss and lr/group_0 every `log_every` iterations (step = iteration); train/{loss,accuracy},
-    val/{loss,accuracy} and epoch/lr/group_0 per epoch (step = epoch)."""
+    val/{loss,accuracy} (and raw_val/..., with a weight average) and epoch/lr/group_0 per epoch (step = epoch)."""
     quiet_writer_thread_errors()
     tb = TensorboardLogger(log_dir=str(log_dir))
     every = Events.ITERATION_COMPLETED(every=log_every)
@@ -210,8 +139,9 @@ def attach_tensorboard(log_dir: Path, trainer: Engine, val_evaluator: Engine, op
                                  tag="epoch")
     tb.attach_output_handler(trainer, event_name=Events.EPOCH_COMPLETED, tag="train",
                              metric_names=["loss", "accuracy"], global_step_transform=global_step_from_engine(trainer))
-    tb.attach_output_handler(val_evaluator, event_name=Events.COMPLETED, tag="val",
-                             metric_names=["loss", "accuracy"], global_step_transform=global_step_from_engine(trainer))
+    for name, evaluator in evaluators.items():
+        tb.attach_output_handler(evaluator, event_name=Events.COMPLETED, tag=name, metric_names=["loss", "accuracy"],
+                                 global_step_transform=global_step_from_engine(trainer))
     tb.writer.add_text("config", "```\n" + config_text + "\n```", global_step=0)
     trainer.add_event_handler(Events.COMPLETED | Events.TERMINATE, lambda _: tb.writer.flush())
     return tb
@@ -238,10 +168,34 @@ class History:
         files.write_json(self.path, {"epochs": self.records, **self.extra})
 
 
-def attach_epoch_log(trainer: Engine, val_evaluator: Engine, val_loader, optimizer: torch.optim.Optimizer,
+def evaluate_all(evaluators: dict[str, Engine], loader) -> dict[str, float]:
+    """Run each evaluator on `loader`, in order; {name_loss, name_accuracy, name_seconds} of each."""
+    evaluated = {}
+    for name, evaluator in evaluators.items():
+        began = time.perf_counter()
+        evaluator.run(loader)
+        v = evaluator.state.metrics
+        evaluated.update({f"{name}_loss": float(v["loss"]), f"{name}_accuracy": float(v["accuracy"]),
+                          f"{name}_seconds": round(time.perf_counter() - began, 3)})
+    return evaluated
+
+
+def log_record(record: dict[str, Any], max_epochs: int) -> None:
+    log.info("epoch %d/%d  train loss %.4f acc %.2f%%  val loss %.4f acc %.2f%%  lr %.3g  %.1fs",
+             record["epoch"], max_epochs, record["train_loss"], 100 * record["train_accuracy"],
+             record["val_loss"], 100 * record["val_accuracy"], record["lr"], record["epoch_seconds"])
+    if "raw_val_accuracy" in record:
+        log.info("         raw weights: val loss %.4f acc %.2f%%  (%.1fs)", record["raw_val_loss"],
+                 100 * record["raw_val_accuracy"], record["raw_val_seconds"])
+    if not all(math.isfinite(record[k]) for k in ("train_loss", "val_loss")):
+        log.warning("non-finite loss in epoch %d", record["epoch"])
+
+
+def attach_epoch_log(trainer: Engine, evaluators: dict[str, Engine], val_loader, optimizer: torch.optim.Optimizer,
                      history: History | None, train_size: int, batch_size: int,
                      on_record: Callable[[dict[str, Any]], None] | None = None) -> None:
-    """After each epoch: evaluate val, then record/print the epoch. On ranks other than 0 `history` is None.
+    """After each epoch: run each evaluator on val (`val`: the evaluated model; `raw_val`, with a weight average:
+    the raw weights), then record/print the epoch. On ranks other than 0 `history` is None.
 
     Images/s count the images this process trained in the epoch: after a mid-epoch resume, the first epoch's
     skipped (full) batches are not counted."""
@@ -259,30 +213,24 @@ def attach_epoch_log(trainer: Engine, val_evaluator: Engine, val_loader, optimiz
 
     @trainer.on(Events.EPOCH_COMPLETED)
     def evaluate_and_record(engine: Engine) -> None:
-        val_started = time.perf_counter()
-        val_evaluator.run(val_loader)
+        evaluated = evaluate_all(evaluators, val_loader)
         if history is None:
             return
         seconds = engine.state.times[Events.EPOCH_COMPLETED.name]
-        m, v = engine.state.metrics, val_evaluator.state.metrics
+        m = engine.state.metrics
         skipped_batches = (engine.state.epoch_length or 0) - (engine.state.iteration - epoch_start["iteration"])
         images = train_size - max(0, skipped_batches) * batch_size
         record = {
             "epoch": engine.state.epoch,
             "iteration": engine.state.iteration,
             "train_loss": float(m["loss"]), "train_accuracy": float(m["accuracy"]),
-            "val_loss": float(v["loss"]), "val_accuracy": float(v["accuracy"]),
+            **evaluated,
             "lr": epoch_start["lr"], "next_lr": current_lr(optimizer),
             "epoch_seconds": round(float(seconds), 3),
             "train_images_per_s": round(images / seconds, 1) if seconds > 0 else None,
-            "val_seconds": round(time.perf_counter() - val_started, 3),
             "wall_seconds": round(time.perf_counter() - started["at"], 3),  # since this process began training
         }
         history.add(record)
-        log.info("epoch %d/%d  train loss %.4f acc %.2f%%  val loss %.4f acc %.2f%%  lr %.3g  %.1fs",
-                 record["epoch"], engine.state.max_epochs, record["train_loss"], 100 * record["train_accuracy"],
-                 record["val_loss"], 100 * record["val_accuracy"], record["lr"], seconds)
-        if not all(math.isfinite(record[k]) for k in ("train_loss", "val_loss")):
-            log.warning("non-finite loss in epoch %d", record["epoch"])
+        log_record(record, engine.state.max_epochs)
         if on_record is not None:
             on_record(record)

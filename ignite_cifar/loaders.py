@@ -5,6 +5,7 @@ a device_augment.DeviceTrainLoader: the same sampler (order, shard, resume skip)
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import ignite.distributed as idist
@@ -13,10 +14,20 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from .augment import AugmentedDataset, build_train_transform, eval_dataset
-from .config import Config, resolve_num_workers
+from .config import AUTO, MAX_AUTO_WORKERS, Config
 from .data import DataSplits, Split
 from .device_augment import DeviceTrainLoader, resolve_augment_on
 from .stopping import ignore_stop_signals
+
+
+def resolve_num_workers(num_workers: int | str, nproc_per_node: int, cores: int | None = None) -> int:
+    """The DataLoader workers for the whole node: a number as given, or for `auto` the cores this process may use
+    less one per training process, at most MAX_AUTO_WORKERS per process (ignite divides them among processes)."""
+    if num_workers != AUTO:
+        return int(num_workers)
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(cores - nproc_per_node, MAX_AUTO_WORKERS * nproc_per_node))
 
 
 class ResumableSampler(DistributedSampler):

@@ -43,6 +43,7 @@ SMOOTH_F, DIVERGE_TH = 0.05, 5.0  # FastaiLRFinder's defaults, named here so lr_
 # Config fields that cannot change the test: no lr schedule, evaluation, checkpoint or explanation runs.
 UNUSED_FIELDS = frozenset({
     "epochs", "lr", "warmup_epochs", "ema_decay", "plateau_factor", "plateau_patience", "min_lr", "test_subset",
+    "plateau_metric", "plateau_threshold", "plateau_threshold_mode", "plateau_cooldown", "plateau_on",
     "nproc_per_node", "backend", "log_every", "resume", "n_misclassified", "mistake_order", "gradcam_method",
     "gradcam_layer", "explain_checkpoint", "probe_every", "probe_size",
 })

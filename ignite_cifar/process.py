@@ -21,6 +21,7 @@ from .config import Config
 from .data import DataSplits, channel_stats
 from .engines import Precision
 from .errors import ConfigError
+from .explained import LabelledImages
 from .gradcam import UnknownLayerError, resolve_layer
 from .recipe import build_optimizer, configured_model
 from .resume import ResumePlan
@@ -38,6 +39,9 @@ class LaunchPlan:
     derived: dict[str, Any]  # config.yaml's `derived` section
     resume: ResumePlan | None = None
     outcome_file: str | None = None  # spawned processes write how they stopped here, for the launcher
+
+    def test_images(self) -> LabelledImages:
+        return LabelledImages(self.data.test, self.data.classes, self.derived["mean"], self.derived["std"])
 
 
 @dataclass
@@ -103,6 +107,16 @@ def setup_process(config: Config) -> torch.device:
     return device
 
 
+def shared_run_dir(plan: LaunchPlan) -> Path:
+    """Every process uses rank 0's run folder (under torchrun each process planned its own name)."""
+    run_dir = plan.run_dir
+    if idist.get_world_size() > 1:
+        run_dir = Path(idist.broadcast(str(run_dir), src=0, safe_mode=True))
+    if idist.get_rank() == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
 def resolve_precision(config: Config, device: torch.device) -> Precision:
     return Precision.resolve(config.amp, config.channels_last, device)
 
@@ -119,7 +133,7 @@ def build_model_and_optimizer(config: Config, num_classes: int, device: torch.de
     # dynamic=False: the epoch's last, smaller batch gets its own static graph instead of turning every step
     # into a dynamic-shape one.
     train_model = torch.compile(model, dynamic=False) if config.compile else model
-    optimizer = idist.auto_optim(build_optimizer(config, model.parameters()))
+    optimizer = idist.auto_optim(build_optimizer(config, model))
     return Network(model, base_model, train_model, optimizer)
 
 

@@ -53,6 +53,10 @@ def plan_resume(resume: str, given: Mapping[str, Any]) -> ResumePlan:
     if saved_optimizer != config.optimizer:
         raise ConfigError(f"optimizer: {run_dir} was trained with {saved_optimizer}; its optimizer state cannot "
                           f"continue as {config.optimizer} (leave --optimizer out to resume it)")
+    if bool(saved.get("decay_norm_bias", True)) != config.decay_norm_bias:
+        raise ConfigError(f"decay_norm_bias: {run_dir} was trained with decay_norm_bias "
+                          f"{saved.get('decay_norm_bias', True)}; its optimizer's param groups cannot change on resume "
+                          "(leave --decay-norm-bias/--no-decay-norm-bias out to resume it)")
     lr_override = config.lr if "lr" in given and float(saved.get("lr", config.lr)) != config.lr else None
     return ResumePlan(checkpoint, run_dir, state, config, lr_override)
 

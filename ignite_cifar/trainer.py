@@ -25,7 +25,7 @@ from .config import Config, dump_yaml
 from .engines import Precision
 from .errors import MachineError, TrainingStopped
 from .explain import write_explanations
-from .explained import Destination, ExplainSettings, LabelledImages
+from .explained import Destination, ExplainSettings
 from .handlers import (
     History,
     NonFiniteLossGuard,
@@ -33,10 +33,7 @@ from .handlers import (
     attach_checkpoints,
     attach_epoch_log,
     attach_epoch_seeding,
-    attach_plateau_scheduler,
     attach_tensorboard,
-    attach_warmup,
-    current_lr,
 )
 from .loaders import Dataflow, build_dataflow, shut_down_workers
 from .probe import GradCAMProbe, probe_indices
@@ -47,10 +44,12 @@ from .process import (
     parameter_checksum,
     resolve_precision,
     setup_process,
+    shared_run_dir,
 )
 from .recipe import optimizer_settings, training_criterion
 from .resume import private_copy
 from .saved_run import load_weights
+from .schedules import Plateau, attach_plateau_scheduler, attach_warmup, current_lr
 from .stopping import StopRequests
 from .tensorboard_views import HParamsLog, add_layout
 
@@ -64,6 +63,7 @@ class Run:
     trainer: Engine
     evaluator: Engine
     evaluated_model: nn.Module  # the plain model the evaluator runs, saved as best and explained (EMA or base)
+    raw_evaluator: Engine | None  # with --ema-decay: the raw weights, evaluated beside the average
     nan_guard: NonFiniteLossGuard
     to_save: dict[str, Any]
     last_checkpoint: Checkpoint
@@ -105,29 +105,16 @@ def train_process(plan: LaunchPlan, result: dict[str, Any], stops: StopRequests)
     finish(config, run, net, outputs, device, run_dir, result)
 
 
-def shared_run_dir(plan: LaunchPlan) -> Path:
-    """Every process uses rank 0's run folder (under torchrun each process planned its own name)."""
-    run_dir = plan.run_dir
-    if idist.get_world_size() > 1:
-        run_dir = Path(idist.broadcast(str(run_dir), src=0, safe_mode=True))
-    if idist.get_rank() == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
-
-
 def build_engines(config: Config, net: Network, flow: Dataflow, device: torch.device, precision: Precision,
                   run_dir: Path) -> Run:
     """Trainer and evaluator with the handlers that shape training and what a checkpoint holds."""
     trainer = engines.create_trainer(net.train_model, net.optimizer, training_criterion(config).to(device), device,
                                      precision)
-    evaluated_model, engine_model = net.base_model, net.model
-    if config.ema_decay:
-        evaluated_model = engine_model = attach_weight_average(trainer, net.model, config.ema_decay)
-    evaluator = engines.create_evaluator(engine_model, nn.CrossEntropyLoss().to(device), device, precision)
+    evaluated_model, evaluator, raw_evaluator = build_evaluators(config, net, trainer, device, precision)
     attach_epoch_seeding(trainer, flow.sampler, flow.train_dataset)
     nan_guard = NonFiniteLossGuard(every=config.log_every).attach(trainer)
-    plateau = attach_plateau_scheduler(evaluator, net.optimizer, config.plateau_factor, config.plateau_patience,
-                                       config.min_lr)
+    watched = raw_evaluator if raw_evaluator is not None and config.plateau_on == "raw" else evaluator
+    plateau = attach_plateau_scheduler(watched, net.optimizer, Plateau.of(config))
     to_save: dict[str, Any] = {"model": net.base_model, "optimizer": net.optimizer, "scheduler": plateau,
                                "trainer": trainer, "rng": RNGState()}
     if config.ema_decay:
@@ -138,7 +125,19 @@ def build_engines(config: Config, net: Network, flow: Dataflow, device: torch.de
     if precision.scaler is not None:
         to_save["scaler"] = precision.scaler
     last, _best = attach_checkpoints(trainer, evaluator, to_save, run_dir, evaluated_model)
-    return Run(trainer, evaluator, evaluated_model, nan_guard, to_save, last)
+    return Run(trainer, evaluator, evaluated_model, raw_evaluator, nan_guard, to_save, last)
+
+
+def build_evaluators(config: Config, net: Network, trainer: Engine, device: torch.device,
+                     precision: Precision) -> tuple[nn.Module, Engine, Engine | None]:
+    """(the model that is evaluated, checkpointed as best and explained; its evaluator; the raw weights' evaluator
+    or None). With --ema-decay the first is the weight average, and the raw weights are evaluated beside it."""
+    criterion = nn.CrossEntropyLoss().to(device)
+    if not config.ema_decay:
+        return net.base_model, engines.create_evaluator(net.model, criterion, device, precision), None
+    average = attach_weight_average(trainer, net.model, config.ema_decay)
+    return (average, engines.create_evaluator(average, criterion, device, precision),
+            engines.create_evaluator(net.model, criterion, device, precision))
 
 
 def restore(plan: LaunchPlan, run: Run, flow: Dataflow, optimizer: torch.optim.Optimizer) -> int:
@@ -155,7 +154,7 @@ def restore(plan: LaunchPlan, run: Run, flow: Dataflow, optimizer: torch.optim.O
     # A mid-epoch checkpoint (written on interrupt) resumes on the batches that epoch had not reached yet.
     flow.sampler.skip = (trainer.state.iteration % epoch_length) * (flow.train_loader.batch_size or 1)
     for group in optimizer.param_groups:  # as configured now, which is the saved config plus today's flags
-        group.update(optimizer_settings(config))
+        group.update(optimizer_settings(config, group))
     if plan.resume.lr_override is not None:
         saved_lr = current_lr(optimizer)
         for group in optimizer.param_groups:
@@ -183,7 +182,7 @@ def attach_outputs(plan: LaunchPlan, run: Run, net: Network, flow: Dataflow, dev
             "augment_on": flow.augment_on}})
         files.write_text(run_dir / files.CONFIG_FILE, config_text)
         outputs.history = History.resume(run_dir / files.HISTORY_FILE, start_epoch)
-        outputs.tb = attach_tensorboard(run_dir / "tb", trainer, run.evaluator, net.optimizer, config.log_every,
+        outputs.tb = attach_tensorboard(run_dir / "tb", trainer, evaluators(run), net.optimizer, config.log_every,
                                         config_text)
         outputs.hparams = HParamsLog(outputs.tb.writer, config)
         add_layout(outputs.tb.writer)
@@ -193,10 +192,10 @@ def attach_outputs(plan: LaunchPlan, run: Run, net: Network, flow: Dataflow, dev
                  idist.get_world_size(), device, precision.describe(), len(plan.data.train), len(flow.val_split),
                  f"resuming after epoch {start_epoch}" if plan.resume else "from scratch",
                  f" | evaluating the weight average (EMA decay {config.ema_decay})" if config.ema_decay else "")
-    attach_epoch_log(trainer, run.evaluator, flow.val_loader, net.optimizer, outputs.history, len(plan.data.train),
+    attach_epoch_log(trainer, evaluators(run), flow.val_loader, net.optimizer, outputs.history, len(plan.data.train),
                      config.batch_size, on_record=_after_record(outputs, run_dir) if rank == 0 else None)
     if rank == 0 and config.probe_every > 0:
-        GradCAMProbe(run.evaluated_model, labelled_test_images(plan), ExplainSettings.of(config), device,
+        GradCAMProbe(run.evaluated_model, plan.test_images(), ExplainSettings.of(config), device,
                      config.probe_size, config.seed).attach(trainer, outputs.tb.writer, config.probe_every)
     trainer.add_event_handler(Events.EPOCH_COMPLETED, run.last_checkpoint)
     if rank == 0:
@@ -204,8 +203,10 @@ def attach_outputs(plan: LaunchPlan, run: Run, net: Network, flow: Dataflow, dev
     return outputs
 
 
-def labelled_test_images(plan: LaunchPlan) -> LabelledImages:
-    return LabelledImages(plan.data.test, plan.data.classes, plan.derived["mean"], plan.derived["std"])
+def evaluators(run: Run) -> dict[str, Engine]:
+    """The evaluators of each epoch by record name: `val` (the evaluated model) and, with a weight average, `raw_val`
+    (the raw weights) after it."""
+    return {"val": run.evaluator, **({"raw_val": run.raw_evaluator} if run.raw_evaluator is not None else {})}
 
 
 def _after_record(outputs: Outputs, run_dir: Path):
@@ -229,7 +230,7 @@ def _explain_on_completion(plan: LaunchPlan, run: Run, net: Network, outputs: Ou
         best = files.find_checkpoint(run_dir, files.BEST_PREFIX) if config.explain_checkpoint == "best" else None
         if best is not None:
             model, source = load_weights(copy.deepcopy(run.evaluated_model), best), f"best ({best.name})"
-        summary = write_explanations(model, labelled_test_images(plan), ExplainSettings.of(config),
+        summary = write_explanations(model, plan.test_images(), ExplainSettings.of(config),
                                      Destination(run_dir, outputs.tb.writer, engine.state.epoch), device, source,
                                      probe_indices(data.test.labels, config.probe_size, config.seed))
         outputs.history.extra["final_test"] = {k: summary[k] for k in ("test_loss", "test_accuracy",

@@ -13,9 +13,9 @@ from ignite_cifar.config import (
     field_names,
     make_config,
     read_yaml,
-    resolve_num_workers,
 )
 from ignite_cifar.errors import ConfigError
+from ignite_cifar.loaders import resolve_num_workers
 from ignite_cifar.tensorboard_views import hyperparameters
 
 

@@ -302,11 +302,11 @@ def test_zero_init_residual_reaches_the_trained_model(tmp_path):
 def test_warmup_is_linear_per_iteration_and_holds_the_plateau_scheduler_until_it_is_over():
     from ignite.engine import Engine
 
-    from ignite_cifar.handlers import PlateauScheduler, attach_warmup
+    from ignite_cifar.schedules import Plateau, PlateauScheduler, attach_warmup
 
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.4)
     trainer = Engine(lambda engine, batch: None)
-    plateau = PlateauScheduler(optimizer, factor=0.5, patience=0, min_lr=0.0)
+    plateau = PlateauScheduler(optimizer, Plateau(factor=0.5, patience=0, min_lr=0.0))
     never_improves = type("Evaluator", (), {"state": type("State", (), {"metrics": {"loss": 1.0}})()})()
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: plateau(never_improves))
     attach_warmup(trainer, optimizer, lr=0.4, epochs=2, epoch_length=4, plateau=plateau)
