@@ -34,49 +34,24 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import yaml  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from ignite_cifar import files  # noqa: E402
+from ignite_cifar import files  # noqa: E402  (the package as installed: `make study` runs in .venv)
 from ignite_cifar.config import make_config  # noqa: E402
 from ignite_cifar.errors import ConfigError  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
 REPORT, CURVES = "RECIPE.md", "recipe-curves.png"
 EPOCHS = 40
 # the study's setting: width 0.25 (16 base channels), batch 128, 40 epochs, all 50,000 / 10,000 images;
-# channels_last, eager: the fastest measured setting without a compile per run (SPEED_NOTE).
+# channels_last, eager: the fastest measured setting without a compile per run (RECIPE-SPEED.md).
 STUDY_FLAGS = {"width": 0.25, "batch_size": 128, "epochs": EPOCHS, "dataset": "folder", "channels_last": True}
 DRY_FLAGS = {"width": 0.0625, "batch_size": 128, "epochs": 2, "dataset": "synthetic", "train_subset": 256,
              "test_subset": 100, "num_workers": 0, "n_misclassified": 4, "probe_every": 0}
 REPORT_EPOCHS = (10, 20, 30, 40)
 BASELINE, SECOND_SEED = "shipped", "shipped-seed2"
 COMBINATION = "combination"  # the winners together: it runs last
-SPEED_NOTE = """\
-**Speed setting**, measured on the study's machine (AMD EPYC, 2 cores shared with other work, torch 2.14.1)
-on 2026-11-27, the training step alone (`engines.create_trainer` on in-memory batches), width 0.25, batch
-128, fp32, one entry per process, 10 timed steps after 2 warm-up steps, entries alternated:
-
-    python benchmarks/step_matrix.py --device cpu --width 0.25 --batch-sizes 128 --bf16 off --steps 10 \\
-        --warmup 2 --budget-s 200 --channels-last on|off --compile on|off
-
-| setting | images/s while the machine was otherwise idle (median of runs) | under load (another job's tests on \
-the same cores) |
-|---|---|---|
-| eager, contiguous (the trainer's CPU path before) | 847 (843, 882, 847, 831, 1043) | 20-56 |
-| eager, `--channels-last` | **1163** (1116, 1114, 1205, 1163, 1176) | 62-171 |
-| `--compile`, contiguous | 1129 (999, 1129, 1243, 989, 1129) | 54-64 |
-| `--compile --channels-last` | 1279 (1104, 1332, 1279) | 60 |
-
-The first compile took 54 s (29.5 s with channels_last); the idle figures above reused inductor's cache (1.5 s).
-One earlier window of unmeasured load gave the opposite order (contiguous 811 and 963, channels_last 341 and
-403, separate processes), so treat the ratios as rough. The study runs eager with `--channels-last` (1.37x the
-contiguous step in the idle median; compiling on top gained another 10% for a compile per run and per resume).
-Before this study `--channels-last` was a no-op on CPU; it now applies there too (default still off).
-Through the whole CLI on the idle machine (JPEG folder, 1 DataLoader worker, 1 epoch of 5,000 training images,
-alternated): 770 and 708 training images/s contiguous, 878 and 919 with `--channels-last`:
-
-    python -m ignite_cifar train --dataset folder --data-dir DIR --width 0.25 --epochs 1 \\
-        --train-subset 5000 --test-subset 500 --n-misclassified 2 [--channels-last]"""
+SPEED_NOTE = Path(__file__).resolve().parent / "RECIPE-SPEED.md"  # how the study's speed setting was chosen
 
 
 class StudyError(Exception):
@@ -304,7 +279,7 @@ def write_report(summaries: dict[str, dict[str, Any]], out_dir: Path, data_note:
     lines = ["# Recipe study", "",
              f"Written by `benchmarks/recipe_study.py` ({dt.datetime.now():%Y-%m-%d %H:%M}). {data_note} "
              "Accuracies in %; LR drops are the first epoch trained at the new lr.", "",
-             SPEED_NOTE, "",
+             SPEED_NOTE.read_text().rstrip(), "",
              f"| variant | status | {head} | best epoch (val) | final test | LR drops at epoch | train img/s "
              "(median epoch) | wall time |",
              "|---|---|" + "---|" * len(REPORT_EPOCHS) + "---|---|---|---|---|"]

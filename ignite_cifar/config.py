@@ -106,9 +106,8 @@ class Config:
     device: str = _f("auto", "auto (cuda when present), cpu or cuda", DEVICES)
     amp: str = _f("auto", "mixed precision: auto (bf16, or fp16 where the GPU lacks bf16, on CUDA; fp32 on a CPU), "
                           "on (the same on CUDA; bf16 autocast on a CPU), off (fp32)", ("auto", "on", "off"))
-    channels_last: bool = _f(False, "channels_last memory format (slower with LayerNorm on an H200: "
-                                    "benchmarks/gpu/matrix.md; faster at width 0.25 on a 2-core CPU: "
-                                    "benchmarks/RECIPE.md)")
+    channels_last: bool = _f(False, "channels_last (NHWC) memory format for the model and its inputs; whether it "
+                                    "is faster depends on the device and the width (docs/results.md)")
     compile: bool = _f(False, "torch.compile the model")
     nproc_per_node: int = _f(1, "processes to spawn for data-parallel training")
     backend: str = _f("auto", "distributed backend: auto (nccl on GPUs, gloo on CPU), gloo, nccl", BACKENDS)
