@@ -56,7 +56,7 @@ def test_adamw_decays_the_weights_apart_from_the_gradient():
         for p in optimizer.param_groups[0]["params"]:
             p.grad = torch.zeros_like(p)
         optimizer.step()
-        assert torch.allclose(param.detach(), expected(before), atol=1e-7), name
+        assert torch.allclose(param.detach(), expected(before), atol=1e-5), name  # the two rules differ by ~1e-3
     assert isinstance(_optimizer(optimizer="adamw")[0], torch.optim.AdamW)
 
 
