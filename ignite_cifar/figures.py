@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from typing import Any, Sequence
 
 import matplotlib
@@ -146,11 +147,12 @@ def faithfulness(curves: dict[str, dict[str, Sequence[float]]], images: np.ndarr
     """Top: mean deletion and insertion curves of each group's maps against its random-region baseline. Below, one
     row per image: the image, its map, and the map again after each cumulative randomization stage."""
     cols = 2 + len(cascade)
-    fig = plt.figure(figsize=(max(9.0, 1.25 * cols), 3.4 + 1.35 * len(images)))
-    grid = fig.add_gridspec(1 + len(images), cols, height_ratios=[2.6] + [1.0] * len(images))
-    half = cols // 2
-    for k, (kind, span) in enumerate((("deletion", slice(0, half)), ("insertion", slice(half, cols)))):
-        ax = fig.add_subplot(grid[0, span])
+    fig = plt.figure(figsize=(max(9.0, 1.25 * cols), 4.2 + 1.35 * len(images)))
+    outer = fig.add_gridspec(2, 1, height_ratios=[2.6, 1.2 * max(1, len(images))], hspace=0.32)
+    top = outer[0].subgridspec(1, 2, wspace=0.22)
+    rows = outer[1].subgridspec(max(1, len(images)), cols, hspace=0.25, wspace=0.08)
+    for k, kind in enumerate(("deletion", "insertion")):
+        ax = fig.add_subplot(top[0, k])
         for g, (group, c) in enumerate(curves.items()):
             for order, style in (("map", "-"), ("random_regions", "--"), ("random_pixels", ":")):
                 values = c.get(f"{kind}/{order}")
@@ -166,13 +168,13 @@ def faithfulness(curves: dict[str, dict[str, Sequence[float]]], images: np.ndarr
         panels = [("image", image, None), ("trained", None, maps[r])]
         panels += [(f"+ {stage}", None, m[r]) for stage, m in cascade.items()]
         for c, (name, shown, cam) in enumerate(panels):
-            ax = fig.add_subplot(grid[1 + r, c])
+            ax = fig.add_subplot(rows[r, c])
             ax.imshow(shown if cam is None else overlay(image, cam), interpolation="bilinear")
             ax.set_axis_off()
             if r == 0:
                 ax.set_title(name, fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.subplots_adjust(left=0.05, right=0.98, bottom=0.02, top=0.9, hspace=0.45, wspace=0.1)  # tight_layout: 1 s
+    fig.suptitle("\n".join(textwrap.wrap(title, 110)), fontsize=10)
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.02, top=1 - 0.75 / fig.get_figheight())  # tight_layout: 1 s
     return fig
 
 
