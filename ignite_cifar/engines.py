@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from ignite.engine import Engine
 from ignite.metrics import Accuracy, Average, Loss
 from torch import nn
+
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs that compute bf16 in hardware
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (elsewhere bf16 autocast is emulated and slower than fp32)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return any(flag in flags for flag in NATIVE_BF16_FLAGS)
 
 
 @dataclass
@@ -21,15 +33,16 @@ class Precision:
     @classmethod
     def resolve(cls, amp: str, channels_last: bool, device: torch.device) -> "Precision":
         """On CUDA, amp auto/on means bf16 where the GPU supports it, else fp16 with a GradScaler. On a CPU, `on`
-        means bf16 autocast (no scaler: bf16 keeps fp32's exponent range); `auto` stays fp32 there until a
-        40-epoch comparison shows bf16's accuracy within the seed noise (docs/results.md)."""
+        means bf16 autocast (no scaler: bf16 keeps fp32's exponent range), and so does `auto` where the CPU computes
+        bf16 natively (AVX512-BF16 or AMX): there 40 epochs in bf16 ended within the seed noise of fp32
+        (benchmarks/cpu-bf16/RESULTS.md)."""
         if device.type == "cuda":
             if amp == "off":
                 return cls(channels_last=channels_last)
             if torch.cuda.is_bf16_supported():
                 return cls(torch.bfloat16, None, channels_last)
             return cls(torch.float16, torch.amp.GradScaler("cuda"), channels_last)
-        if amp == "on":
+        if amp == "on" or (amp == "auto" and cpu_has_native_bf16()):
             return cls(torch.bfloat16, None, channels_last)
         return cls(channels_last=channels_last)
 

@@ -360,11 +360,15 @@ def test_evaluation_and_mistakes_agree_with_an_independent_prediction(smoke_run)
     assert sorted(m["index"] for m in listed["mistakes"]) == sorted(most_confident.tolist())
 
 
-def test_amp_on_trains_in_bf16_on_cpu_and_auto_stays_fp32(tmp_path, monkeypatch):
+def test_amp_on_trains_in_bf16_on_cpu_and_auto_where_the_cpu_has_it(tmp_path, monkeypatch):
     from ignite_cifar.engines import Precision
 
     cpu = torch.device("cpu")
-    assert Precision.resolve("auto", False, cpu).dtype is None and Precision.resolve("off", False, cpu).dtype is None
+    for native in (True, False):
+        monkeypatch.setattr(engines, "cpu_has_native_bf16", lambda native=native: native)
+        assert Precision.resolve("auto", False, cpu).dtype == (torch.bfloat16 if native else None)
+        assert Precision.resolve("on", False, cpu).dtype == torch.bfloat16
+        assert Precision.resolve("off", False, cpu).dtype is None
     seen = []
     real = engines.create_trainer
 
