@@ -61,45 +61,48 @@ def write_explanations(model: nn.Module, images: LabelledImages, settings: Expla
         evaluation.json's summary plus `files` (what was written) and `mistakes` (the explained entries).
     """
     predictions = evaluate_split(model, images.split, images.mean, images.std, device)
-    summary, mistakes = _record_evaluation(predictions, images.classes, settings, to.run_dir, source)
+    summary, mistakes, entries = _record_evaluation(predictions, images.classes, settings, to.run_dir, source)
     written = {"confusion": to.figure(figures.confusion(np.asarray(summary["confusion"]), images.classes),
                                       "confusion.png", "explain/confusion")}
     if mistakes:
-        written.update(_draw_mistakes(model, images, settings, mistakes, to, device))
+        written.update(_draw_mistakes(model, images, settings, (mistakes, entries), to, device))
     groups = image_groups(images, predictions, mistakes, probe_index, device)
     summary["faithfulness"] = write_faithfulness(model, groups, settings, to)
     if summary["faithfulness"]:
         written.update(explanations=to.run_dir / "explanations.json", faithfulness=to.run_dir / "explanations.png")
     summary["files"] = {k: str(v) for k, v in written.items()}
-    summary["mistakes"] = [m.as_dict(images.classes) for m in mistakes]
+    summary["mistakes"] = entries
     return summary
 
 
 def _record_evaluation(predictions: Predictions, classes: list[str], settings: ExplainSettings, run_dir: Path,
-                       source: str) -> tuple[dict[str, Any], list[Mistake]]:
-    """evaluation.json and misclassified.json; returns the summary and the mistakes to explain."""
+                       source: str) -> tuple[dict[str, Any], list[Mistake], list[dict[str, Any]]]:
+    """evaluation.json and misclassified.json; returns the summary, the mistakes to explain and their entries."""
     summary = {**evaluation_summary(predictions, classes), "model": source}
     n = settings.n_misclassified
     mistakes = find_misclassified(predictions, n=n, order=settings.mistake_order)
     if len(mistakes) < n:
         log.warning("only %d misclassified test images (asked for %d): showing all of them", len(mistakes), n)
+    entries = [m.as_dict(classes) for m in mistakes]
     files.write_json(Path(run_dir) / "misclassified.json", {
         "order": settings.mistake_order, "method": settings.gradcam_method, "layer": settings.gradcam_layer,
         "model": source, "requested": n, "found": len(mistakes),
-        "total_misclassified": int((predictions.preds != predictions.labels).sum()),
-        "mistakes": [m.as_dict(classes) for m in mistakes]})
+        "total_misclassified": int((predictions.preds != predictions.labels).sum()), "mistakes": entries})
     files.write_json(Path(run_dir) / EVALUATION_FILE, summary)
-    return summary, mistakes
+    return summary, mistakes, entries
 
 
-def _draw_mistakes(model: nn.Module, images: LabelledImages, settings: ExplainSettings, mistakes: list[Mistake],
-                   to: Destination, device: torch.device) -> dict[str, Path]:
-    """misclassified.png and gradcam.png, both of the same images: the maps for the predicted and the true class."""
+def _draw_mistakes(model: nn.Module, images: LabelledImages, settings: ExplainSettings,
+                   listed: tuple[list[Mistake], list[dict[str, Any]]], to: Destination,
+                   device: torch.device) -> dict[str, Path]:
+    """misclassified.png and gradcam.png, both of the same images (`listed`: the mistakes and their entries): the
+    maps for the predicted and the true class."""
+    mistakes, entries = listed
     x = images.normalized([m.index for m in mistakes]).to(device)
     with GradCAM(model, target_layer=settings.gradcam_layer, method=settings.gradcam_method) as cam:
         cam_pred = cam(x, class_idx=[m.pred for m in mistakes]).cpu().numpy()
         cam_true = cam(x, class_idx=[m.true for m in mistakes]).cpu().numpy()
-    shown, entries = images.shown(x), [m.as_dict(images.classes) for m in mistakes]
+    shown = images.shown(x)
     grid = figures.gradcam_grid(shown, cam_pred, cam_true, entries, method=settings.gradcam_method)
     return {"misclassified": to.figure(figures.misclassified_grid(shown, entries), "misclassified.png",
                                        "explain/misclassified"),

@@ -57,22 +57,22 @@ class GradCAMProbe:
             probs = torch.softmax(cam.last_logits.float(), dim=1)
             pred = cam.last_predictions
             cam_true = cam(x, class_idx=true)
-        return {"cam_pred": cam_pred.cpu().numpy(), "cam_true": cam_true.cpu().numpy(),
+        return {"maps": cam_pred, "predictions": pred,  # tensors on the device, for faithfulness()
+                "cam_pred": cam_pred.cpu().numpy(), "cam_true": cam_true.cpu().numpy(),
                 "pred": pred.cpu().tolist(), "p_pred": probs.gather(1, pred[:, None])[:, 0].cpu().tolist(),
                 "p_true": probs.gather(1, true[:, None])[:, 0].cpu().tolist()}
 
-    def faithfulness(self) -> dict[str, float]:
+    def faithfulness(self, explained: dict[str, Any] | None = None) -> dict[str, float]:
         """TensorBoard scalars `probe/<score>`: the means over the probe images of their predicted class's map
-        (deletion/insertion AUC against random regions of the map's grid, Spearman after each randomized stage)."""
+        (deletion/insertion AUC against random regions of the map's grid, Spearman after each randomized stage).
+        `explained`: what explain() returned for the same weights (its maps are not computed again)."""
+        explained = explained or self.explain()
         x = self.images.to(self.device)
-        with GradCAM(self.model, target_layer=self.layer, method=self.method) as cam:
-            maps = cam(x)
-            pred = cam.last_predictions
-        means = assess(self.model, x, pred, maps, self.layer, self.method)["means"]
+        means = assess(self.model, x, explained["predictions"], explained["maps"], self.layer, self.method)["means"]
         return {f"probe/{key}": value for key, value in means.items()}
 
-    def figure(self, epoch: int):
-        out = self.explain()
+    def figure(self, epoch: int, explained: dict[str, Any] | None = None):
+        out = explained or self.explain()
         entries = [{"index": int(i), "pred_name": f"{self.classes[p]} {pp:.2f}",
                     "true_name": f"{self.classes[t]} {pt:.2f}"}
                    for i, p, t, pp, pt in zip(self.index, out["pred"], self.labels, out["p_pred"], out["p_true"],
@@ -92,7 +92,8 @@ class GradCAMProbe:
 
         @trainer.on(Events.EPOCH_COMPLETED(event_filter=due))
         def log_probe(engine: Engine) -> None:
-            fig = self.figure(engine.state.epoch)
-            writer.add_figure(TAG, fig, global_step=engine.state.epoch, close=True)
-            for tag, value in self.faithfulness().items():
+            explained = self.explain()  # one set of maps for the figure and the scores
+            writer.add_figure(TAG, self.figure(engine.state.epoch, explained), global_step=engine.state.epoch,
+                              close=True)
+            for tag, value in self.faithfulness(explained).items():
                 writer.add_scalar(tag, value, global_step=engine.state.epoch)

@@ -18,9 +18,8 @@ from ignite_cifar.augment import (
 )
 from ignite_cifar.config import make_config
 
-# 255 * mean is never an integer, so no uint8 pixel normalizes to exactly 0.
-MEAN = (0.31, 0.52, 0.73)
-STD = (0.21, 0.23, 0.19)
+from .helpers import MEAN, STD
+
 FILL = np.array(MEAN) * 255.0
 
 

@@ -31,11 +31,8 @@ from ignite_cifar.errors import ConfigError, TrainingStopped
 from ignite_cifar.launch import train
 from ignite_cifar.loaders import ResumableSampler
 
-from .helpers import tiny_config
+from .helpers import MEAN, STD, tiny_config
 
-# 255 * mean is never a whole grey level: the padding and rotation fills are rounded, as the uint8 image holds them
-MEAN = (0.31, 0.52, 0.73)
-STD = (0.21, 0.23, 0.19)
 CPU = torch.device("cpu")
 ALPHA = 1e-3  # significance of the distribution tests (fixed seeds: each gives the same p-value on every run)
 
