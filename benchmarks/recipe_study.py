@@ -6,8 +6,9 @@ time, its output appended to `STUDY_DIR/<variant>.log`. Run the study again and 
 epochs in history.json and a final test), resumes unfinished ones from their checkpoint (`--resume`), and starts
 missing ones; a folder without a checkpoint (killed in its first epoch) is moved aside to `STUDY_DIR/aborted/`
 and started again. Ctrl-C or SIGTERM stops the current run at a safe point (the CLI's own handling) and the study
-with it. After each run, and with --report-only, it writes benchmarks/RECIPE.md and benchmarks/recipe-curves.png
-(in --dry mode: into the study folder, so a test never touches the committed files).
+with it. After each run, and with --report-only, it writes benchmarks/RECIPE.md and benchmarks/recipe-curves.png,
+and keeps each finished run's numbers in benchmarks/recipe-runs/ so that a variant whose folder is gone keeps its
+row (recipe_report.py; in --dry mode all of it goes into the study folder, so a test never touches committed files).
 
     python benchmarks/recipe_study.py --data-dir /tmp/cifar10-jpeg [--study-dir runs/study] [--only adam shipped]
 """
@@ -17,41 +18,31 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import itertools
-import json
 import shlex
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import yaml
+from recipe_report import BASELINE, RECORDS, REPORT, collect, read_history, recipe_of, run_state, write_report
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import yaml  # noqa: E402
-
-from ignite_cifar import files  # noqa: E402  (the package as installed: `make study` runs in .venv)
-from ignite_cifar.config import make_config  # noqa: E402
-from ignite_cifar.errors import ConfigError  # noqa: E402
+from ignite_cifar.config import make_config
+from ignite_cifar.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
-REPORT, CURVES = "RECIPE.md", "recipe-curves.png"
 EPOCHS = 40
 # the study's setting: width 0.25 (16 base channels), batch 128, 40 epochs, all 50,000 / 10,000 images;
 # channels_last, eager: the fastest measured setting without a compile per run (RECIPE-SPEED.md).
 STUDY_FLAGS = {"width": 0.25, "batch_size": 128, "epochs": EPOCHS, "dataset": "folder", "channels_last": True}
 DRY_FLAGS = {"width": 0.0625, "batch_size": 128, "epochs": 2, "dataset": "synthetic", "train_subset": 256,
-             "test_subset": 100, "num_workers": 0, "n_misclassified": 4, "probe_every": 0}
-REPORT_EPOCHS = (10, 20, 30, 40)
-BASELINE, SECOND_SEED = "shipped", "shipped-seed2"
+             "test_subset": 100, "num_workers": 0, "n_misclassified": 4, "probe_every": 0, "amp": "off"}
 COMBINATION = "combination"  # the winners together: it runs last
-SPEED_NOTE = Path(__file__).resolve().parent / "RECIPE-SPEED.md"  # how the study's speed setting was chosen
 
 
 class StudyError(Exception):
@@ -68,7 +59,7 @@ class Variant:
 
 
 def _run_order(path: Path) -> tuple[int, str]:
-    rank = 0 if path.stem in (BASELINE, SECOND_SEED) else 2 if path.stem == COMBINATION else 1
+    rank = 0 if recipe_of(path.stem) == BASELINE else 2 if path.stem == COMBINATION else 1
     return rank, path.stem
 
 
@@ -121,24 +112,6 @@ def resume_command(run_dir: Path, epochs: int) -> list[str]:
 
 def shown(cmd: list[str]) -> str:
     return shlex.join(["python"] + cmd[1:])
-
-
-def read_history(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "history.json"
-    return json.loads(path.read_text()) if path.is_file() else {"epochs": []}
-
-
-def run_state(run_dir: Path, epochs: int) -> str:
-    """missing | finished | unfinished (resume from its checkpoint) | explain (all epochs, no final test) |
-    aborted (a folder without a checkpoint: killed in its first epoch)."""
-    if not run_dir.exists():
-        return "missing"
-    if files.find_checkpoint(run_dir) is None:
-        return "aborted"
-    history = read_history(run_dir)
-    if len(history["epochs"]) < epochs:
-        return "unfinished"
-    return "finished" if "final_test" in history else "explain"
 
 
 def move_aside(run_dir: Path) -> Path:
@@ -194,126 +167,6 @@ def step(variant: Variant, study_dir: Path, setting: dict[str, Any]) -> tuple[st
     return f"started{note}", run_logged(train_command(variant, study_dir, setting), log_path)
 
 
-# ---------------------------------------------------------------- report
-def summarize(variant: Variant, study_dir: Path, setting: dict[str, Any]) -> dict[str, Any]:
-    """What RECIPE.md shows of one variant, read from its run folder."""
-    run_dir = study_dir / variant.name
-    history = read_history(run_dir)
-    records = history["epochs"]
-    final = history.get("final_test") or _evaluation(run_dir)
-    best = max(records, key=lambda r: r["val_accuracy"]) if records else None
-    return {
-        "variant": variant, "epochs_done": len(records), "epochs": int(setting["epochs"]),
-        "state": run_state(run_dir, int(setting["epochs"])),
-        "val": {r["epoch"]: r["val_accuracy"] for r in records},
-        "lr": [(r["epoch"], r["lr"]) for r in records],
-        "best": (best["epoch"], best["val_accuracy"]) if best else None,
-        "test_accuracy": final.get("test_accuracy") if final else None,
-        "lr_drops": [(b["epoch"], b["lr"]) for a, b in itertools.pairwise(records) if b["lr"] < a["lr"]],
-        "images_per_s": statistics.median(r["train_images_per_s"] for r in records
-                                          if r.get("train_images_per_s")) if records else None,
-        "wall_s": wall_seconds(records),
-        "command": shown(train_command(variant, study_dir, setting)),
-    }
-
-
-def _evaluation(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / "evaluation.json"  # written by `explain --run` when the final test was not in history
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def wall_seconds(records: list[dict[str, Any]]) -> float:
-    """Training wall time over all of a run's processes: `wall_seconds` restarts with each resume."""
-    total, last = 0.0, 0.0
-    for r in records:
-        now = float(r.get("wall_seconds", 0.0))
-        total += now - last if now >= last else now
-        last = now
-    return total
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f}"
-
-
-def _row(s: dict[str, Any]) -> str:
-    v = s["variant"]
-    status = {"finished": "finished", "missing": "not started"}.get(
-        s["state"], f"**unfinished: {s['epochs_done']}/{s['epochs']} epochs**")
-    accs = " | ".join(_pct(s["val"].get(e)) for e in REPORT_EPOCHS)
-    best = f"{s['best'][0]} ({_pct(s['best'][1])})" if s["best"] else "-"
-    drops = (", ".join(f"{e} ({lr:.0e})" for e, lr in s["lr_drops"]) or "none") if s["epochs_done"] else "-"
-    ips = f"{s['images_per_s']:.0f}" if s["images_per_s"] else "-"
-    wall = f"{s['wall_s'] / 60:.1f} min" if s["epochs_done"] else "-"
-    return f"| {v.name} | {status} | {accs} | {best} | {_pct(s['test_accuracy'])} | {drops} | {ips} | {wall} |"
-
-
-def noise_paragraph(summaries: dict[str, dict[str, Any]]) -> str:
-    """The seed-to-seed difference of the two shipped runs, and which finished variants beat it twice over."""
-    text = ("**How to read this.** The val split here is the test split (`--val-split 0`, as in the original "
-            "assignment): the plateau scheduler steps on the test loss and the best epoch is chosen on test "
-            "accuracy, so picking the recipe by these numbers is a mild selection on the test set. The two "
-            f"shipped runs (`{BASELINE}`, `{SECOND_SEED}`) differ only in the seed: their difference in final "
-            "test accuracy is the noise, and a variant counts as better only when it beats `shipped` by more "
-            "than twice that noise.")
-    if COMBINATION not in summaries:
-        text += f" No `{COMBINATION}` variant yet: it is chosen once these results exist."
-    a, b = (summaries.get(n) for n in (BASELINE, SECOND_SEED))
-    if not (a and b and a["state"] == b["state"] == "finished"):
-        return text + "\n\nNoise: not measured yet (both shipped runs must finish first)."
-    noise = abs(a["test_accuracy"] - b["test_accuracy"])
-    lines = [f"\n\nNoise: |{_pct(a['test_accuracy'])} - {_pct(b['test_accuracy'])}| = {100 * noise:.2f} points; "
-             f"a variant must beat `{BASELINE}` by more than {200 * noise:.2f} points."]
-    for name, s in summaries.items():
-        if name in (BASELINE, SECOND_SEED) or s["state"] != "finished":
-            continue
-        gain = s["test_accuracy"] - a["test_accuracy"]
-        verdict = "beyond the noise" if abs(gain) > 2 * noise else "within the noise"
-        lines.append(f"- `{name}`: {100 * gain:+.2f} points against `{BASELINE}`, {verdict}")
-    return text + "\n".join(lines)
-
-
-def write_report(summaries: dict[str, dict[str, Any]], out_dir: Path, data_note: str) -> None:
-    """RECIPE.md (table, noise paragraph, commands) and recipe-curves.png into out_dir."""
-    head = " | ".join(f"val @{e}" for e in REPORT_EPOCHS)
-    lines = ["# Recipe study", "",
-             f"Written by `benchmarks/recipe_study.py` ({dt.datetime.now():%Y-%m-%d %H:%M}). {data_note} "
-             "Accuracies in %; LR drops are the first epoch trained at the new lr.", "",
-             SPEED_NOTE.read_text().rstrip(), "",
-             f"| variant | status | {head} | best epoch (val) | final test | LR drops at epoch | train img/s "
-             "(median epoch) | wall time |",
-             "|---|---|" + "---|" * len(REPORT_EPOCHS) + "---|---|---|---|---|"]
-    lines += [_row(s) for s in summaries.values()]
-    lines += ["", noise_paragraph(summaries), "", "## What each variant changes, and its command", ""]
-    for s in summaries.values():
-        lines += [f"- `{s['variant'].name}`: {s['variant'].about}", f"  `{s['command']}`"]
-    files.write_text(out_dir / REPORT, "\n".join(lines) + "\n")
-    fig = curves_figure(summaries)
-    files.save_figure(fig, out_dir / CURVES, dpi=110)
-    plt.close(fig)
-
-
-def curves_figure(summaries: dict[str, dict[str, Any]]):
-    """Val accuracy of every variant on one plot, the lr per epoch on a log axis below."""
-    fig, (acc, lr) = plt.subplots(2, 1, figsize=(9, 7), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]})
-    for name, s in summaries.items():
-        if not s["val"]:
-            continue
-        epochs = sorted(s["val"])
-        line, = acc.plot(epochs, [100 * s["val"][e] for e in epochs], marker=".", label=name)
-        lr.plot([e for e, _ in s["lr"]], [v for _, v in s["lr"]], color=line.get_color(), drawstyle="steps-mid")
-    acc.set_ylabel("val accuracy (%) = test split")
-    acc.grid(alpha=0.3)
-    if acc.get_legend_handles_labels()[0]:
-        acc.legend(loc="lower right", fontsize=8)
-    lr.set_yscale("log")
-    lr.set_ylabel("lr")
-    lr.set_xlabel("epoch")
-    lr.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    return fig
-
-
 # ---------------------------------------------------------------- main
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -339,6 +192,12 @@ def setting_for(args: argparse.Namespace) -> dict[str, Any]:
     return {**STUDY_FLAGS, "data_dir": str(data.resolve())}
 
 
+def report(variants: list[Variant], study_dir: Path, setting: dict[str, Any], out_dir: Path, note: str) -> None:
+    """RECIPE.md and its figure into out_dir, finished runs' records into out_dir/recipe-runs (RECORDS)."""
+    summaries = collect(variants, study_dir, int(setting["epochs"]), out_dir / RECORDS.name)
+    write_report(summaries, out_dir, note, {v.name: shown(train_command(v, study_dir, setting)) for v in variants})
+
+
 def study(args: argparse.Namespace) -> int:
     """Run (or only report) the study; returns the exit code."""
     variants = load_variants(args.only)
@@ -354,12 +213,12 @@ def study(args: argparse.Namespace) -> int:
         study_dir.mkdir(parents=True, exist_ok=True)
         done, rc = step(variant, study_dir, setting)
         print(f"{variant.name}: {done}" + (f" -> exit {rc}" if rc else ""), flush=True)
-        write_report({v.name: summarize(v, study_dir, setting) for v in report_all}, out_dir, note)
+        report(report_all, study_dir, setting, out_dir, note)
         if rc in (130, 143):  # stopped by Ctrl-C / SIGTERM at a safe point: the study stops with it
             print(f"study stopped; run the same command again to resume {variant.name}", flush=True)
             return rc
         code = code or rc
-    write_report({v.name: summarize(v, study_dir, setting) for v in report_all}, out_dir, note)
+    report(report_all, study_dir, setting, out_dir, note)
     print(f"report: {out_dir / REPORT}", flush=True)
     return code
 
