@@ -17,10 +17,19 @@ import pytest
 
 from .helpers import REPO
 
-spec = importlib.util.spec_from_file_location("recipe_study", REPO / "benchmarks" / "recipe_study.py")
-recipe_study = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = recipe_study  # dataclasses look their module up there
-spec.loader.exec_module(recipe_study)
+
+def _load(name: str):
+    """A benchmarks/ script as a module, registered under its name (dataclasses and the study's own import of
+    recipe_report look it up there)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+recipe_report = _load("recipe_report")
+recipe_study = _load("recipe_study")
 
 VARIANTS = ["shipped", "adam"]
 
@@ -58,7 +67,8 @@ def test_baselines_run_first_and_the_combination_last(tmp_path):
 
 def test_study_runs_skips_resumes_and_restarts(tmp_path, capsys):
     study_dir = tmp_path / "study"
-    committed = [REPO / "benchmarks" / name for name in (recipe_study.REPORT, recipe_study.CURVES)]
+    committed = [REPO / "benchmarks" / name for name in (recipe_report.REPORT, recipe_report.CURVES)]
+    committed += sorted(recipe_report.RECORDS.glob("*.json"))
     committed_before = [p.read_bytes() if p.exists() else None for p in committed]
     code, out = _study(study_dir, capsys)
     assert code == 0 and "shipped: started" in out and "adam: started" in out
@@ -68,9 +78,11 @@ def test_study_runs_skips_resumes_and_restarts(tmp_path, capsys):
         assert len(history["epochs"]) == epochs and "final_test" in history
     config = (study_dir / "adam" / "config.yaml").read_text()
     assert "optimizer: adam" in config and "width: 0.0625" in config
-    report = (study_dir / recipe_study.REPORT).read_text()
-    assert "| shipped | finished |" in report and "| adam | finished |" in report
-    assert "| zero-init | not started |" in report and (study_dir / recipe_study.CURVES).stat().st_size > 0
+    report = (study_dir / recipe_report.REPORT).read_text()
+    assert "| shipped | finished | 42 | fp32 |" in report and "| adam | finished |" in report
+    assert "| zero-init | not started |" in report and (study_dir / recipe_report.CURVES).stat().st_size > 0
+    records = sorted(p.stem for p in (study_dir / "recipe-runs").glob("*.json"))
+    assert records == sorted(VARIANTS)
     assert [p.read_bytes() if p.exists() else None for p in committed] == committed_before  # dry: not touched
 
     # again: both finished runs are skipped, their files untouched
@@ -105,7 +117,7 @@ def test_study_runs_skips_resumes_and_restarts(tmp_path, capsys):
 def test_report_only_trains_nothing_and_shows_the_noise_rule(tmp_path, capsys):
     code, out = _study(tmp_path / "empty", capsys, "--report-only")
     assert code == 0 and "started" not in out
-    report = (tmp_path / "empty" / recipe_study.REPORT).read_text()
+    report = (tmp_path / "empty" / recipe_report.REPORT).read_text()
     assert "| shipped | not started |" in report and "twice" in report and "--val-split 0" in report
     assert not (tmp_path / "empty" / "shipped").exists()
 
@@ -122,19 +134,52 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, argv, words):
     assert not (tmp_path / "s").exists()
 
 
-def test_noise_rule_compares_variants_with_twice_the_seed_difference():
-    variants = {n: recipe_study.Variant(n, "") for n in ("shipped", "shipped-seed2", "a", "b")}
-    acc = {"shipped": 0.80, "shipped-seed2": 0.79, "a": 0.825, "b": 0.815}
-    summaries = {n: {"variant": v, "state": "finished", "test_accuracy": acc[n]} for n, v in variants.items()}
-    text = recipe_study.noise_paragraph(summaries)
-    assert "= 1.00 points" in text and "more than 2.00 points" in text
-    assert "`a`: +2.50 points against `shipped`, beyond the noise" in text
-    assert "`b`: +1.50 points against `shipped`, within the noise" in text
+def _summaries(accuracies: dict[str, float], state: str = "finished") -> dict[str, dict]:
+    return {name: {"variant": recipe_study.Variant(name, ""), "state": state, "test_accuracy": acc,
+                   "seed": 42 + i} for i, (name, acc) in enumerate(accuracies.items())}
+
+
+def test_the_rule_compares_recipe_means_with_twice_the_larger_standard_deviation():
+    text = recipe_report.noise_section(_summaries({
+        "shipped": 0.80, "shipped-seed2": 0.79, "shipped-seed3": 0.81,  # mean 0.80, std 0.01
+        "a": 0.825, "a-seed2": 0.835,  # mean 0.83, std 0.00707: +3.00 > 2 x 0.01
+        "b": 0.82, "b-seed2": 0.80,  # mean 0.81, std 0.01414: +1.00 < 2 x 0.01414
+        "c": 0.819,  # one seed: +1.90 against the range 2.00
+        "d": 0.775,  # one seed: -2.50 beyond the range
+    }))
+    assert "mean 80.00%, standard deviation 1.00 points, range 2.00 points" in text
+    assert "| a | 45: 82.50, 46: 83.50 | 83.00 | 0.71 | +3.00 | 2.00 | wins |" in text
+    assert "| b |" in text and "| +1.00 | 2.83 | within the noise |" in text
+    assert "| c |" in text and "| +1.90 | 2.00 | within the noise |" in text
+    assert "| -2.50 | 2.00 | worse, beyond the noise (one seed: provisional until a second seed agrees) |" in text
+    assert "twice the larger of the two standard deviations" in text
+
+
+def test_the_rule_waits_for_two_baseline_seeds_and_ignores_unfinished_runs():
+    one_seed = recipe_report.noise_section(_summaries({"shipped": 0.80, "a": 0.90}))
+    assert "| +10.00 | - | no noise measured yet |" in one_seed and "| wins |" not in one_seed
+    unfinished = _summaries({"shipped": 0.80, "shipped-seed2": 0.78})
+    unfinished["shipped-seed2"]["state"] = "unfinished"
+    assert "over 1 seed(s)" in recipe_report.noise_section(unfinished)
+
+
+def test_a_kept_record_gives_the_same_row_once_the_run_folder_is_gone(tmp_path):
+    summary = {"epochs_done": 2, "epochs": 2, "state": "finished", "val": {1: 0.5, 2: 0.6},
+               "lr": [(1, 0.01), (2, 0.001)], "best": (2, 0.6), "test_accuracy": 0.6, "lr_drops": [(2, 0.001)],
+               "images_per_s": 123.0, "wall_s": 60.0, "seed": 44, "precision": "bfloat16, channels_last",
+               "source": "run folder x"}
+    recipe_report.save_record("x", summary, tmp_path)
+    kept = recipe_report.load_record("x", tmp_path)
+    assert kept == summary
+    variant = recipe_study.Variant("x", "")
+    rows = [recipe_report._row({**s, "variant": variant}) for s in (summary, kept)]
+    assert rows[0] == rows[1] and "| x | finished | 44 | bfloat16 |" in rows[0]
+    assert recipe_report.load_record("nothing", tmp_path) is None
 
 
 def test_wall_time_adds_the_segments_of_a_resumed_run():
     records = [{"wall_seconds": 10.0}, {"wall_seconds": 20.0}, {"wall_seconds": 12.0}, {"wall_seconds": 25.0}]
-    assert recipe_study.wall_seconds(records) == 45.0
+    assert recipe_report.wall_seconds(records) == 45.0
 
 
 def test_a_signal_stops_the_study_even_when_the_run_dies_of_it(tmp_path):
