@@ -51,7 +51,10 @@ class Config:
     skip_bad_images: bool = _f(False, "skip unreadable images in a folder data set instead of stopping")
     num_workers: int | str = _f("auto", "DataLoader worker processes for the node (ignite splits them among the "
                                 "processes); auto = one core per process kept free, the rest as workers, at most "
-                                f"{MAX_AUTO_WORKERS} per process")
+                                f"{MAX_AUTO_WORKERS} per process; on a CPU device one per process")
+    torch_threads: int | str = _f("auto", "intra-op threads of each training process on a CPU; auto = the cores "
+                                  "each process has less the DataLoader workers it feeds from (at least 1; all of "
+                                  "them on the device-augmentation path); ignored on CUDA")
     # augmentation (train only; a probability of 0 turns a transform off)
     crop_padding: int = _f(4, "pixels padded on each side before the random 32x32 crop")
     p_crop: float = _f(1.0, "probability of pad + random crop")
@@ -145,6 +148,8 @@ class Config:
                 raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")
         if self.num_workers != AUTO and self.num_workers < 0:
             raise ConfigError(f"num_workers: must be >= 0 or auto, got {self.num_workers}")
+        if self.torch_threads != AUTO and self.torch_threads < 1:
+            raise ConfigError(f"torch_threads: must be >= 1 or auto, got {self.torch_threads}")
         for name in ("train_subset", "test_subset", "crop_padding", "probe_every", "cutout_size",
                      "plateau_patience", "warmup_epochs", "min_lr", "momentum", "weight_decay", "rotate_limit",
                      "plateau_threshold", "plateau_cooldown"):

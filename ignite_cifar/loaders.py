@@ -20,14 +20,39 @@ from .device_augment import DeviceTrainLoader, resolve_augment_on
 from .stopping import ignore_stop_signals
 
 
-def resolve_num_workers(num_workers: int | str, nproc_per_node: int, cores: int | None = None) -> int:
+def resolve_num_workers(num_workers: int | str, nproc_per_node: int, cores: int | None = None,
+                        device_type: str = "cuda") -> int:
     """The DataLoader workers for the whole node: a number as given, or for `auto` the cores this process may use
-    less one per training process, at most MAX_AUTO_WORKERS per process (ignite divides them among processes)."""
+    less one per training process, at most MAX_AUTO_WORKERS per process (ignite divides them among processes); on
+    a CPU device one per process where a core is left for it: one worker fed a 2-core CPU's training at 600
+    images/s with a fifth of a core, and the cores are worth more as torch threads (benchmarks/THREAD-BUDGET.md)."""
     if num_workers != AUTO:
         return int(num_workers)
-    if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(cores - nproc_per_node, MAX_AUTO_WORKERS * nproc_per_node))
+    cores = usable_cores() if cores is None else cores
+    per_process = 1 if device_type == "cpu" else MAX_AUTO_WORKERS
+    return max(0, min(cores - nproc_per_node, per_process * nproc_per_node))
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def resolve_torch_threads(config: Config, device_type: str, nproc_per_node: int, cores: int | None = None,
+                          environ: dict[str, str] | None = None) -> int | None:
+    """Intra-op threads for one training process on a CPU: a number as given; for `auto`, None (leave them) when
+    OMP_NUM_THREADS is set, else the cores of one process less the DataLoader workers that feed it (none on the
+    device-augmentation path), at least 1. Threads beside busy workers do not help: OpenMP threads spin while they
+    wait (benchmarks/THREAD-BUDGET.md)."""
+    if config.torch_threads != AUTO:
+        return int(config.torch_threads)
+    if "OMP_NUM_THREADS" in (os.environ if environ is None else environ):
+        return None
+    cores = usable_cores() if cores is None else cores
+    workers = 0
+    if resolve_augment_on(config, device_type) == "cpu":
+        workers = resolve_num_workers(config.num_workers, nproc_per_node, cores, device_type)
+    workers_per_process = -(-workers // nproc_per_node)  # ignite gives each process its share, rounded up
+    return max(1, cores // nproc_per_node - workers_per_process)
 
 
 class ResumableSampler(DistributedSampler):
@@ -75,7 +100,7 @@ def build_dataflow(config: Config, data: DataSplits, mean, std, device: torch.de
     train_ds = AugmentedDataset(data.train.images, data.train.labels, build_train_transform(config, mean, std),
                                 config.seed)
     sampler = ResumableSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=config.seed)
-    workers = resolve_num_workers(config.num_workers, idist.get_nproc_per_node())
+    workers = resolve_num_workers(config.num_workers, idist.get_nproc_per_node(), device_type=device.type)
     # Persistent workers: no start-up pause at every epoch (AugmentedDataset shares its epoch with them).
     train_loader = idist.auto_dataloader(train_ds, batch_size=config.batch_size, sampler=sampler,
                                          num_workers=workers, pin_memory=pin, drop_last=False,

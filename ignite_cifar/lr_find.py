@@ -114,7 +114,8 @@ def run_finder(config: Config, test: RangeTest, data: DataSplits,
         raise TrainingStopped("lr-find interrupted; nothing was written", exit_code=130) from None
     finally:
         shut_down_workers(flow.train_loader)
-    return finder, {"device": str(device), "precision": precision.describe(), "data_workers": flow.workers}
+    return finder, {"device": str(device), "precision": precision.describe(), "data_workers": flow.workers,
+                    "torch_threads": torch.get_num_threads()}
 
 
 def build_trainer(config: Config, test: RangeTest, flow: Dataflow, num_classes: int, device: torch.device,

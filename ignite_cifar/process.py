@@ -4,7 +4,6 @@ before it starts, what it derives from its data, its device and threads, and its
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from .engines import Precision
 from .errors import ConfigError
 from .explained import LabelledImages
 from .gradcam import UnknownLayerError, resolve_layer
+from .loaders import resolve_torch_threads
 from .recipe import build_optimizer, configured_model
 from .resume import ResumePlan
 
@@ -95,9 +95,9 @@ def quiet_library_loggers() -> None:
 def setup_process(config: Config) -> torch.device:
     """Seeds, threads and logging of this process; returns its device."""
     device = torch.device("cpu") if config.device == "cpu" else idist.device()
-    if device.type == "cpu" and idist.get_nproc_per_node() > 1:
-        # N processes x all cores each would oversubscribe the CPU many times over.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // idist.get_nproc_per_node()))
+    threads = resolve_torch_threads(config, device.type, idist.get_nproc_per_node())
+    if device.type == "cpu" and threads is not None:  # the cores this process has, less its data workers'
+        torch.set_num_threads(threads)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed 32x32 inputs: let cuDNN pick its fastest convolutions
     manual_seed(config.seed)

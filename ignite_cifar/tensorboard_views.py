@@ -10,9 +10,9 @@ from torch.utils.tensorboard.summary import hparams
 
 # Config fields that do not shape the result: where things are, how they are shown, how the machine runs them.
 NOT_HYPERPARAMETERS = frozenset({
-    "data_dir", "skip_bad_images", "num_workers", "device", "backend", "nproc_per_node", "log_every", "output_dir",
-    "run_name", "resume", "n_misclassified", "mistake_order", "gradcam_method", "gradcam_layer",
-    "explain_checkpoint", "probe_every", "probe_size"})
+    "data_dir", "skip_bad_images", "num_workers", "torch_threads", "device", "backend", "nproc_per_node",
+    "log_every", "output_dir", "run_name", "resume", "n_misclassified", "mistake_order", "gradcam_method",
+    "gradcam_layer", "explain_checkpoint", "probe_every", "probe_size"})
 
 # Metric tags of the HParams table, each written as a scalar (the table shows its latest value).
 METRICS = {

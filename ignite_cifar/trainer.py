@@ -179,7 +179,7 @@ def attach_outputs(plan: LaunchPlan, run: Run, net: Network, flow: Dataflow, dev
         config_text = dump_yaml({**config.to_dict(), files.DERIVED: {
             **plan.derived, "world_size": idist.get_world_size(), "device": str(device),
             "precision": precision.describe(), "data_workers": flow.workers,
-            "augment_on": flow.augment_on}})
+            "torch_threads": torch.get_num_threads(), "augment_on": flow.augment_on}})
         files.write_text(run_dir / files.CONFIG_FILE, config_text)
         outputs.history = History.resume(run_dir / files.HISTORY_FILE, start_epoch)
         outputs.tb = attach_tensorboard(run_dir / "tb", trainer, evaluators(run), net.optimizer, config.log_every,

@@ -15,7 +15,7 @@ from ignite_cifar.config import (
     read_yaml,
 )
 from ignite_cifar.errors import ConfigError
-from ignite_cifar.loaders import resolve_num_workers
+from ignite_cifar.loaders import resolve_num_workers, resolve_torch_threads
 from ignite_cifar.tensorboard_views import hyperparameters
 
 
@@ -217,6 +217,34 @@ def test_num_workers_refuses_what_is_not_a_count(raw):
 def test_auto_workers_fit_the_cores(cores, nproc, expected):
     assert resolve_num_workers("auto", nproc, cores) == expected
     assert resolve_num_workers(3, nproc, cores) == 3
+
+
+@pytest.mark.parametrize("cores, nproc, expected", [(2, 1, 1), (16, 1, 1), (16, 4, 4), (2, 2, 0), (1, 1, 0)])
+def test_auto_workers_on_a_cpu_device_are_one_per_process_leaving_the_rest_to_torch(cores, nproc, expected):
+    assert resolve_num_workers("auto", nproc, cores, "cpu") == expected
+    assert resolve_num_workers(3, nproc, cores, "cpu") == 3
+
+
+@pytest.mark.parametrize("cores, nproc, workers, augment_on, expected", [
+    (2, 1, "auto", "cpu", 1),     # this 2-core CPU: one core for the step, one for the worker
+    (2, 1, 0, "cpu", 2),          # no workers: both cores
+    (2, 1, "auto", "device", 2),  # batched augmentation needs no workers
+    (2, 2, "auto", "cpu", 1),     # two processes on two cores, no workers left
+    (16, 2, 4, "cpu", 6),         # 8 cores a process, 2 workers each
+    (16, 1, "auto", "cpu", 15),   # one worker on a CPU device, the other cores train
+    (4, 1, 8, "cpu", 1),          # more workers than cores: still one thread
+])
+def test_auto_torch_threads_leave_the_data_workers_their_cores(cores, nproc, workers, augment_on, expected):
+    config = make_config({"num_workers": workers, "augment_on": augment_on, "device": "cpu"})
+    assert resolve_torch_threads(config, "cpu", nproc, cores, environ={}) == expected
+    assert resolve_torch_threads(config, "cpu", nproc, cores, environ={"OMP_NUM_THREADS": "3"}) is None
+    assert resolve_torch_threads(make_config({"torch_threads": 3}), "cpu", nproc, cores, environ={}) == 3
+
+
+@pytest.mark.parametrize("raw", ["0", "-2", "some"])
+def test_torch_threads_refuses_what_is_not_a_positive_count(raw):
+    with pytest.raises(ConfigError, match="torch_threads"):
+        make_config({"torch_threads": raw})
 
 
 def test_every_choice_has_its_meaning_where_it_lives():
