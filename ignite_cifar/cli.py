@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             "then explain its mistakes with GradCAM.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    train = sub.add_parser("train", help="train (the mission recipe unless told otherwise)")
+    train = sub.add_parser("train", help="train (the default recipe unless told otherwise; --config mission: the "
+                                         "assignment's)")
     train.add_argument("--config", action="append", default=None, help=CONFIG_HELP)
     train.add_argument("--debug", action="store_true", help="show tracebacks")
     _add_config_flags(train)
