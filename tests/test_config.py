@@ -268,3 +268,15 @@ def test_reading_a_config_imports_no_torch():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ignite', 'albumentations')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_config_files_layer_in_the_order_given_and_flags_win(tmp_path):
+    from ignite_cifar.cli import build_parser, config_from_args
+
+    change = tmp_path / "change.yaml"
+    change.write_text("optimizer: adam\nlr: 0.003\n")
+    args = build_parser().parse_args(["train", "--config", "mission", "--config", str(change), "--epochs", "3"])
+    config = config_from_args(args)
+    assert (config.optimizer, config.lr, config.epochs) == ("adam", 0.003, 3)
+    assert (config.weight_decay, config.ema_decay) == (5e-4, 0.0)  # from mission, under the change
+    assert config_from_args(build_parser().parse_args(["train"])) == Config()
