@@ -14,7 +14,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-train: $(STAMP)          ## the mission recipe; e.g. make train ARGS="--dataset folder --data-dir DIR"
+train: $(STAMP)          ## the default recipe; e.g. make train ARGS="--dataset folder --data-dir DIR"
 	$(BIN)/python -m ignite_cifar train $(ARGS)
 
 smoke: $(STAMP)          ## a 20-second run on synthetic data (or ARGS="--dataset folder --data-dir DIR")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# A full-width study in one GPU call: recipe YAMLs (benchmarks/recipes/*.yaml) at width 1.0 for 40 epochs, back to
-# back, within GPU_BUDGET_S, on the device data path (--augment-on device), then STUDY-GPU.md.
+# A full-width study in one GPU call: recipe YAMLs (benchmarks/recipes/*.yaml, each a change to --config mission) at
+# width 1.0 for 40 epochs, back to back, within GPU_BUDGET_S, on the device data path (--augment-on device), then STUDY-GPU.md.
 #
 #   make gpu-kit                                                   # once, here: wheels + data into .gpu/
 #   OUT=/some/folder bash benchmarks/gpu_study.sh                  # on the GPU machine ($OUT set there)
@@ -73,7 +73,7 @@ for name in $RECIPES; do
   fi
   step "$name (limit $LEFT s)"
   RUN_START=$SECONDS
-  timeout --signal=TERM --kill-after=20 "$LEFT" "$PY" "${TRAIN[@]}" --config "benchmarks/recipes/$name.yaml" \
+  timeout --signal=TERM --kill-after=20 "$LEFT" "$PY" "${TRAIN[@]}" --config mission --config "benchmarks/recipes/$name.yaml" \
     --run-name "$name"
   RC=$?
   echo "$name $RC $((SECONDS - RUN_START)) $LEFT" >> "$WORK/status"
@@ -83,7 +83,7 @@ done
 
 step "4. report and archive"
 "$PY" benchmarks/gpu_study_report.py --env "$WORK/env.json" --status "$WORK/status" --runs "$WORK/runs" \
-  --command "python ${TRAIN[*]} --config benchmarks/recipes/R.yaml --run-name R" --budget "$BUDGET_S" \
+  --command "python ${TRAIN[*]} --config mission --config benchmarks/recipes/R.yaml --run-name R" --budget "$BUDGET_S" \
   --dry "$DRY" --out "$OUT/STUDY-GPU.md" --json "$OUT/study.json"
 REPORT_RC=$?
 FINISHED=$("$PY" -c "import json, sys; print(' '.join(r['name'] for r in json.load(open(sys.argv[1])) if r['finished']))" \

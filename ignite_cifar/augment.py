@@ -1,4 +1,5 @@
-"""Albumentations pipelines (train: the mission recipe; test: normalize only) and the datasets that apply them."""
+"""Albumentations pipelines (train: the assignment's augmentation; test: normalize only) and the datasets that apply
+them."""
 
 from __future__ import annotations
 

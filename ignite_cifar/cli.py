@@ -25,7 +25,8 @@ from .config import (
 )
 from .errors import MachineError, TrainingStopped, UserError
 
-CONFIG_HELP = f"YAML file, or a shipped config: {', '.join(SHIPPED_CONFIGS)}"
+CONFIG_HELP = (f"YAML file, or a shipped config: {', '.join(SHIPPED_CONFIGS)}; give it again to layer another on "
+               "top (later files win, e.g. --config mission --config my-change.yaml)")
 
 PROG = "ignite-cifar"
 
@@ -54,8 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                                             "then explain its mistakes with GradCAM.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    train = sub.add_parser("train", help="train (the mission recipe unless told otherwise)")
-    train.add_argument("--config", default=None, help=CONFIG_HELP)
+    train = sub.add_parser("train", help="train (the default recipe unless told otherwise; --config mission: the "
+                                         "assignment's)")
+    train.add_argument("--config", action="append", default=None, help=CONFIG_HELP)
     train.add_argument("--debug", action="store_true", help="show tracebacks")
     _add_config_flags(train)
 
@@ -104,7 +106,7 @@ def _add_lr_find(sub) -> None:
                    help=f"iterations from start to end lr, in exponential steps [default: {test.num_iter}]")
     p.add_argument("--output", default=None, help="folder to write into (a training run's, say) [default: "
                                                   "--output-dir/--run-name, or --output-dir/lr-find-<timestamp>]")
-    p.add_argument("--config", default=None, help=CONFIG_HELP)
+    p.add_argument("--config", action="append", default=None, help=CONFIG_HELP)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     _add_config_flags(p)
 
@@ -115,9 +117,8 @@ def given_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    """Defaults < --config file < flags."""
-    base = read_yaml(args.config) if args.config else {}
-    return make_config(base, given_flags(args))
+    """Defaults < each --config file in turn < flags."""
+    return make_config(*(read_yaml(name) for name in args.config or []), given_flags(args))
 
 
 def _train(args: argparse.Namespace) -> None:

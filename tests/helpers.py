@@ -7,21 +7,24 @@ from pathlib import Path
 
 import pytest
 
-from ignite_cifar.config import make_config
+from ignite_cifar.config import make_config, read_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 # Channel statistics for the augmentation tests: 255 * mean is never a whole grey level, so no uint8 pixel normalizes
 # to exactly 0, and a fill with the mean is rounded as the uint8 image holds it.
 MEAN = (0.31, 0.52, 0.73)
 STD = (0.21, 0.23, 0.19)
+MISSION_RECIPE = read_yaml("mission")  # the assignment's recipe, field by field (ignite_cifar/configs/mission.yaml)
 ARCHIVE = Path(os.environ.get("IGNITE_CIFAR_ARCHIVE", REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"))
 
 
 def tiny_config(tmp_path: Path, **overrides):
-    """A seconds-long synthetic run: narrow ResNet18, small subsets, no workers, 8 mistakes explained, no probe
-    (the probe is tested on the real-image run, tests/conftest.py), fp32 (so that a saved run evaluated in fp32
-    gives the very numbers the run recorded; bf16 has its own tests)."""
-    values = dict(dataset="synthetic", width=0.0625, epochs=2, batch_size=50, lr=0.02, train_subset=300,
+    """A seconds-long synthetic run of the mission recipe (SGD, no weight average: the machinery under test, not
+    the default recipe, which has its own tests): narrow ResNet18, small subsets, no workers, 8 mistakes explained,
+    no probe (the probe is tested on the real-image run, tests/conftest.py), fp32 (so that a saved run evaluated in
+    fp32 gives the very numbers the run recorded; bf16 has its own tests)."""
+    values = dict(MISSION_RECIPE)
+    values.update(dataset="synthetic", width=0.0625, epochs=2, batch_size=50, lr=0.02, train_subset=300,
                   test_subset=100, num_workers=0, output_dir=str(tmp_path / "runs"), run_name="tiny", log_every=2,
                   n_misclassified=8, probe_every=0, amp="off")
     values.update(overrides)
