@@ -41,8 +41,8 @@ def resolve_torch_threads(config: Config, device_type: str, nproc_per_node: int,
                           environ: dict[str, str] | None = None) -> int | None:
     """Intra-op threads for one training process on a CPU: a number as given; for `auto`, None (leave them) when
     OMP_NUM_THREADS is set, else the cores of one process less the DataLoader workers that feed it (none on the
-    device-augmentation path), at least 1. Threads beside busy workers do not help: OpenMP threads spin while they
-    wait (benchmarks/THREAD-BUDGET.md)."""
+    device-augmentation path), at least 1. A thread more than the free cores costs more than it gives: each parallel
+    region waits for whichever thread the scheduler put off the CPU (benchmarks/THREAD-BUDGET.md)."""
     if config.torch_threads != AUTO:
         return int(config.torch_threads)
     if "OMP_NUM_THREADS" in (os.environ if environ is None else environ):

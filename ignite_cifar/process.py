@@ -95,8 +95,8 @@ def quiet_library_loggers() -> None:
 def setup_process(config: Config) -> torch.device:
     """Seeds, threads and logging of this process; returns its device."""
     device = torch.device("cpu") if config.device == "cpu" else idist.device()
-    threads = resolve_torch_threads(config, device.type, idist.get_nproc_per_node())
-    if device.type == "cpu" and threads is not None:  # the cores this process has, less its data workers'
+    threads = resolve_torch_threads(config, "cpu", idist.get_nproc_per_node()) if device.type == "cpu" else None
+    if threads is not None:  # the cores this process has, less its data workers'
         torch.set_num_threads(threads)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed 32x32 inputs: let cuDNN pick its fastest convolutions
