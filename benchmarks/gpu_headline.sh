@@ -7,8 +7,9 @@
 #   OUT=/some/folder bash benchmarks/gpu_headline.sh                 # on the GPU machine ($OUT set there)
 #   GPU_DRY_RUN=1 OUT=$(mktemp -d) bash benchmarks/gpu_headline.sh   # the same path on CPU, tiny, < 1 min
 #
-# Everything lands in $OUT (at most 8 files come back from the GPU machine): headline.log, matrix.json,
-# matrix.md, RESULTS-GPU.md and run.tar.gz (the run folder without its checkpoints). On a GPU it also runs the
+# Everything lands in $OUT (at most 8 files come back from the GPU machine): headline.log, captured_lr.json (does the
+# CUDA-graph step use the lr the schedules set? benchmarks/captured_lr_check.py), matrix.json, matrix.md,
+# RESULTS-GPU.md and run.tar.gz (the run folder without its checkpoints). On a GPU it also runs the
 # CUDA cases of tests/test_gradcam.py, which CPU machines skip.
 # GPU_BUDGET_S (default 540) bounds the whole script: training gets a SIGTERM in time to stop at a safe point
 # and still leave the report. Only the wheel install is skipped in the dry run (they are for Python 3.12).
@@ -47,13 +48,22 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,m
 echo "cores: $(nproc); shared memory for DataLoader workers: $(df -h /dev/shm 2>/dev/null | tail -1)"
 "$PY" benchmarks/gpu_report.py --env "$WORK/env.json" || exit 1
 
-step "3. training-step matrix"
+step "3. the captured step follows the schedules' lr (warmup, a plateau cut)"
+if [ "$DRY" = 1 ]; then
+  CHECK=(--device cpu --width 0.0625 --batch-size 8 --steps 6 --no-compile)
+else
+  CHECK=(--width 0.25 --steps 30)
+fi
+timeout 180 "$PY" benchmarks/captured_lr_check.py "${CHECK[@]}" --json "$OUT/captured_lr.json"
+echo "captured-step check exited with $?"
+
+step "3b. training-step matrix"
 if [ "$DRY" = 1 ]; then
   MATRIX=(--device cpu --width 0.125 --batch-sizes 32 --steps 2 --warmup 1 --compile off --bf16 off
           --channels-last both --epochs 1 --train-images 512 --budget-s 20)
   SIZE=(--device cpu --width 0.0625 --epochs 1 --train-subset 512 --test-subset 200 --batch-size 32)
 else
-  MATRIX=(--budget-s "${GPU_MATRIX_BUDGET_S:-150}")
+  MATRIX=(--budget-s "${GPU_MATRIX_BUDGET_S:-150}" --compile-mode "${GPU_COMPILE_MODE:-reduce-overhead}")
   SIZE=()
 fi
 "$PY" benchmarks/step_matrix.py "${MATRIX[@]}" --json "$OUT/matrix.json" --markdown "$OUT/matrix.md" \

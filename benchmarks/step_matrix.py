@@ -30,7 +30,8 @@ import torch
 from ignite.engine import Events
 from torch import nn
 
-from ignite_cifar.config import Config
+from ignite_cifar.captured_step import LrPlacement, captures_step, optimizer_step
+from ignite_cifar.config import COMPILE_MODES, Config
 from ignite_cifar.engines import Precision, create_trainer
 from ignite_cifar.handlers import NonFiniteLossGuard
 from ignite_cifar.models import build_model
@@ -52,7 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation happens here)")
     p.add_argument("--compile", choices=("on", "off", "both"), default="both")
     p.add_argument("--compile-mode", default="default",
-                   choices=("default", "reduce-overhead", "max-autotune-no-cudagraphs"),
+                   choices=COMPILE_MODES,
                    help="torch.compile mode of the compiled entries (reduce-overhead: CUDA graphs)")
     p.add_argument("--bf16", choices=("on", "off", "both"), default="both")
     p.add_argument("--channels-last", choices=("on", "off", "both"), default="both")
@@ -105,8 +106,12 @@ class Matrix:
         step_model = torch.compile(model, dynamic=False, mode=mode) if compiled else model
         optimizer = torch.optim.SGD(model.parameters(), lr=self.cfg.lr, momentum=self.cfg.momentum,
                                     weight_decay=self.cfg.weight_decay)
+        # reduce-overhead: the trainer's captured step (the optimizer step compiled too, its lr a device tensor)
+        captured = captures_step(compiled, self.args.compile_mode)
+        LrPlacement(optimizer, device, captured)
         trainer = create_trainer(step_model, optimizer, nn.CrossEntropyLoss(), device,
-                                 Precision(dtype=dtype, channels_last=channels_last))
+                                 Precision(dtype=dtype, channels_last=channels_last),
+                                 optimizer_step(optimizer, captured), captured)
         if handlers:
             NonFiniteLossGuard(every=10).attach(trainer)
             trainer.add_event_handler(Events.ITERATION_COMPLETED(every=10),
@@ -130,6 +135,7 @@ class Matrix:
         ips = args.steps * batch / seconds
         correct = bool(torch.isfinite(torch.tensor(loss))) and logit_error < args.tolerance
         return {"bf16": bf16, "channels_last": channels_last, "compile": compiled, "batch_size": batch,
+                "compile_mode": args.compile_mode,
                 "images_per_s": round(ips, 1), "step_ms": round(1000 * seconds / args.steps, 3),
                 "compile_s": round(warmup_s, 2) if compiled else 0.0, "warmup_s": round(warmup_s, 2),
                 "loss": loss, "logit_rel_error": logit_error, "correct": correct}
@@ -156,9 +162,10 @@ def choose(entries: list[dict], args: argparse.Namespace) -> dict | None:
 
 
 def train_flags(choice: dict) -> str:
+    mode = choice.get("compile_mode", "default")
     return " ".join([f"--amp {'on' if choice['bf16'] else 'off'}",
                      "--channels-last" if choice["channels_last"] else "--no-channels-last",
-                     "--compile" if choice["compile"] else "--no-compile"])
+                     f"--compile --compile-mode {mode}" if choice["compile"] else "--no-compile"])
 
 
 def markdown(result: dict) -> str:
@@ -197,6 +204,7 @@ def measure(matrix: Matrix, bf16: bool, channels_last: bool, compiled: bool, bat
         entry = matrix.entry(bf16, channels_last, compiled, batch)
     except Exception as exc:  # noqa: BLE001 - any failure of a setting is a result of the matrix
         entry = {"bf16": bf16, "channels_last": channels_last, "compile": compiled, "batch_size": batch,
+                 "compile_mode": matrix.args.compile_mode,
                  "images_per_s": 0.0, "step_ms": 0.0, "compile_s": 0.0, "warmup_s": 0.0, "loss": float("nan"),
                  "logit_rel_error": float("nan"), "correct": False,
                  "error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:200]}

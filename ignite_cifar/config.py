@@ -28,6 +28,7 @@ PLATEAU_METRICS = ("loss", "accuracy")  # val loss is lowered, val accuracy rais
 THRESHOLD_MODES = ("rel", "abs")  # torch ReduceLROnPlateau's
 PLATEAU_ON = ("raw", "ema")
 AUGMENT_ON = ("auto", "cpu", "device")
+COMPILE_MODES = ("default", "reduce-overhead")  # torch.compile's; captured_step.py says what the second changes
 DEVICE_AUGMENT_LACKS = ("p_shift_scale_rotate", "p_to_gray")  # CPU-pipeline extras device_augment.py lacks
 SHIPPED_CONFIGS = ("mission", "smoke")  # the defaults are the Config fields below: the one copy of the recipe
 AUTO = "auto"
@@ -114,6 +115,11 @@ class Config:
     channels_last: bool = _f(False, "channels_last (NHWC) memory format for the model and its inputs; whether it "
                                     "is faster depends on the device and the width (docs/results.md)")
     compile: bool = _f(False, "torch.compile the model")
+    compile_mode: str = _f("default", "with --compile: torch.compile's mode; reduce-overhead also compiles the "
+                                      "optimizer step and, on a GPU, replays both as CUDA graphs (the lr lives in a "
+                                      "device tensor that the schedules change in place)", COMPILE_MODES)
+    eval_batch_size: int = _f(1000, "evaluation batch size (split across processes; no gradients are kept, so it "
+                                    "can be larger than the training batch)")
     nproc_per_node: int = _f(1, "processes to spawn for data-parallel training")
     backend: str = _f("auto", "distributed backend: auto (nccl on GPUs, gloo on CPU), gloo, nccl", BACKENDS)
     log_every: int = _f(10, "log the training loss to TensorBoard every N iterations")
@@ -140,7 +146,7 @@ class Config:
             if choices and value not in choices:
                 raise ConfigError(f"{f.name}: {value!r} is not allowed; choose one of {', '.join(choices)}")
         positive = {"epochs": 1, "batch_size": 1, "n_misclassified": 1, "log_every": 1, "nproc_per_node": 1,
-                    "probe_size": 1}
+                    "probe_size": 1, "eval_batch_size": 1}
         for name, low in positive.items():
             if getattr(self, name) < low:
                 raise ConfigError(f"{name}: must be >= {low}, got {getattr(self, name)}")
@@ -173,6 +179,8 @@ class Config:
         if self.augment_on == "device" and lacking:
             raise ConfigError(f"augment_on: device does not implement {', '.join(lacking)}; set them to 0 or use "
                               "--augment-on cpu")
+        if self.compile_mode != "default" and not self.compile:
+            raise ConfigError(f"compile_mode: {self.compile_mode} needs --compile")
         if self.cutout_size > 32:
             raise ConfigError(f"cutout_size: must be <= 32 (the image side), got {self.cutout_size}")
         if round(64 * self.width) < 1:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from ignite.engine import Engine
@@ -58,11 +59,18 @@ def _prepare(batch, device: torch.device, precision: Precision):
 
 
 def create_trainer(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module,
-                   device: torch.device, precision: Precision | None = None) -> Engine:
-    """A trainer whose output is {loss, y_pred, y} (tensors; no host sync) with epoch `loss` and `accuracy`."""
+                   device: torch.device, precision: Precision | None = None,
+                   optimizer_step: Callable[[], None] | None = None, captured: bool = False) -> Engine:
+    """A trainer whose output is {loss, y_pred, y} (tensors; no host sync) with epoch `loss` and `accuracy`.
+
+    `optimizer_step` replaces `optimizer.step` (captured_step.py compiles it); with `captured`, each step first
+    tells torch's CUDA graphs that a new iteration begins, so the last one's outputs may be overwritten."""
     precision = precision or Precision()
+    step = optimizer_step or optimizer.step
 
     def train_step(engine: Engine, batch) -> dict:
+        if captured:
+            torch.compiler.cudagraph_mark_step_begin()
         model.train()
         x, y = _prepare(batch, device, precision)
         optimizer.zero_grad(set_to_none=True)
@@ -75,7 +83,7 @@ def create_trainer(model: nn.Module, optimizer: torch.optim.Optimizer, criterion
             precision.scaler.update()
         else:
             loss.backward()
-            optimizer.step()
+            step()
         return {"loss": loss.detach(), "y_pred": y_pred.detach(), "y": y}
 
     trainer = Engine(train_step)

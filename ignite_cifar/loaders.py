@@ -87,7 +87,7 @@ def build_dataflow(config: Config, data: DataSplits, mean, std, device: torch.de
     val_split = data.val if data.val is not None else data.test
     pin = device.type == "cuda"
     val_loader = idist.auto_dataloader(eval_dataset(val_split.images, val_split.labels, mean, std),
-                                       batch_size=max(config.batch_size, 256), shuffle=False, num_workers=0,
+                                       batch_size=config.eval_batch_size, shuffle=False, num_workers=0,
                                        pin_memory=pin)
     if resolve_augment_on(config, device.type) == "device":
         sampler = ResumableSampler(range(len(data.train)), num_replicas=world, rank=rank, shuffle=True,

@@ -7,7 +7,7 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import ignite
 import ignite.distributed as idist
@@ -16,6 +16,7 @@ from ignite.utils import manual_seed, setup_logger
 from torch import nn
 
 from .augment import build_test_transform, build_train_transform, describe
+from .captured_step import captures_step, optimizer_step
 from .config import Config
 from .data import DataSplits, channel_stats
 from .engines import Precision
@@ -50,6 +51,8 @@ class Network:
     base_model: nn.Module   # the plain model inside (saved, explained, checksummed)
     train_model: nn.Module  # what the training step calls: `model`, compiled with --compile
     optimizer: torch.optim.Optimizer
+    optimizer_step: Callable[[], None]  # the optimizer's step, compiled with it under --compile-mode reduce-overhead
+    captured: bool = False  # whether the step is compiled whole (captured_step.py): the lrs must then be tensors
 
 
 def check_device(config: Config) -> None:
@@ -132,9 +135,10 @@ def build_model_and_optimizer(config: Config, num_classes: int, device: torch.de
     # own batch sizes) whose compile time outweighs what they save on 10,000 images an epoch.
     # dynamic=False: the epoch's last, smaller batch gets its own static graph instead of turning every step
     # into a dynamic-shape one.
-    train_model = torch.compile(model, dynamic=False) if config.compile else model
+    train_model = torch.compile(model, mode=config.compile_mode, dynamic=False) if config.compile else model
     optimizer = idist.auto_optim(build_optimizer(config, model))
-    return Network(model, base_model, train_model, optimizer)
+    captured = captures_step(config.compile, config.compile_mode)
+    return Network(model, base_model, train_model, optimizer, optimizer_step(optimizer, captured), captured)
 
 
 def parameter_checksum(model: nn.Module) -> torch.Tensor:

@@ -21,6 +21,7 @@ from torch import nn
 
 from . import engines, figures, files
 from .averaging import attach_weight_average
+from .captured_step import LrPlacement
 from .config import Config, dump_yaml
 from .engines import Precision
 from .errors import MachineError, TrainingStopped
@@ -109,7 +110,7 @@ def build_engines(config: Config, net: Network, flow: Dataflow, device: torch.de
                   run_dir: Path) -> Run:
     """Trainer and evaluator with the handlers that shape training and what a checkpoint holds."""
     trainer = engines.create_trainer(net.train_model, net.optimizer, training_criterion(config).to(device), device,
-                                     precision)
+                                     precision, net.optimizer_step, net.captured)
     evaluated_model, evaluator, raw_evaluator = build_evaluators(config, net, trainer, device, precision)
     attach_epoch_seeding(trainer, flow.sampler, flow.train_dataset)
     nan_guard = NonFiniteLossGuard(every=config.log_every).attach(trainer)
@@ -124,6 +125,7 @@ def build_engines(config: Config, net: Network, flow: Dataflow, device: torch.de
                                           len(flow.train_loader), plateau)
     if precision.scaler is not None:
         to_save["scaler"] = precision.scaler
+    LrPlacement(net.optimizer, device, net.captured).attach(trainer)  # after the warmup, which writes float lrs
     last, _best = attach_checkpoints(trainer, evaluator, to_save, run_dir, evaluated_model)
     return Run(trainer, evaluator, evaluated_model, raw_evaluator, nan_guard, to_save, last)
 

@@ -43,7 +43,8 @@ def test_the_defaults_are_written_once_and_mission_differs_only_in_the_recipe_st
 
 def test_mission_yaml_pins_every_recipe_field_to_the_original_assignment():
     data = read_yaml("mission")
-    not_recipe = {"train_subset", "test_subset", "seed", "amp", "channels_last", "compile", "augment_on"}
+    not_recipe = {"train_subset", "test_subset", "seed", "amp", "channels_last", "compile", "compile_mode",
+                  "augment_on"}
     assert set(hyperparameters(Config())) - not_recipe <= set(data)  # a new recipe field must be pinned here
     c = make_config(data)
     assert (c.model, c.norm, c.width, c.epochs, c.batch_size, c.val_split) == ("resnet18", "layer", 1.0, 40, 128, 0.0)
@@ -101,6 +102,9 @@ def test_yaml_booleans_for_on_off_choices(tmp_path):
     ({"epochs": True}, "epochs"),
     ({"lr": "x"}, "lr"),
     ({"compile": "maybe"}, "compile"),
+    ({"compile_mode": "reduce-overhead"}, "compile_mode"),  # without compile: true
+    ({"compile_mode": "max-autotune"}, "compile_mode"),
+    ({"eval_batch_size": 0}, "eval_batch_size"),
     ({"run_name": [1, 2]}, "run_name"),
     ({"epochs": 0}, "epochs"),
     ({"lr": 0}, "lr"),

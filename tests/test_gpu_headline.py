@@ -40,7 +40,8 @@ def test_dry_run_succeeds_and_leaves_the_files_that_come_back(dry_run):
     done, out = dry_run
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["RESULTS-GPU.md", "headline.log", "matrix.json", "matrix.md", "run.tar.gz"]
+    assert names == ["RESULTS-GPU.md", "captured_lr.json", "headline.log", "matrix.json", "matrix.md", "run.tar.gz"]
+    assert json.loads((out / "captured_lr.json").read_text())["passed"]
 
 
 def test_the_matrix_choice_is_what_the_run_used(dry_run):
