@@ -97,7 +97,8 @@ if [ "$DRY" != 1 ] && [ $((BUDGET_S - (SECONDS - START))) -gt 60 ]; then
 fi
 
 step "6. report and archive"
-"$PY" benchmarks/gpu_report.py --env "$WORK/env.json" --matrix "$OUT/matrix.json" --run "$WORK/runs/headline" \
+"$PY" benchmarks/gpu_report.py --env "$WORK/env.json" --matrix "$OUT/matrix.json" --captured "$OUT/captured_lr.json" \
+  --run "$WORK/runs/headline" \
   --train-rc "$RC" --train-wall "$TRAIN_WALL" --train-limit "$LEFT" --command "python ${TRAIN[*]}" \
   --dry "$DRY" --out "$OUT/RESULTS-GPU.md"
 tar czf "$OUT/run.tar.gz" -C "$WORK/runs" --exclude checkpoints headline

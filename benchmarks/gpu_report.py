@@ -23,6 +23,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--env", required=True, help="JSON file of the machine's description (written if no --out)")
     p.add_argument("--matrix", help="step_matrix.py's JSON")
+    p.add_argument("--captured", help="captured_lr_check.py's JSON")
     p.add_argument("--run", help="the run folder")
     p.add_argument("--train-rc", type=int, default=0)
     p.add_argument("--train-wall", type=float, default=0.0, help="seconds the training process ran")
@@ -76,7 +77,21 @@ def run_summary(run_dir: Path) -> dict:
     return summary
 
 
-def report(args: argparse.Namespace, env: dict, matrix: dict, run: dict) -> str:
+def captured_markdown(check: dict) -> list[str]:
+    """The captured-step check's verdict, as a section."""
+    if not check:
+        return ["", "## The captured step's lr", "", "Not measured: captured_lr_check.py left no result."]
+    lrs = check["lrs"]["eager"]
+    return ["", "## The captured step's lr (benchmarks/captured_lr_check.py)", "",
+            f"{'compiled, reduce-overhead' if check['compiled'] else 'DRY: eager'} on {check['device']}, width "
+            f"{check['width']}, {check['steps']} steps of batch {check['batch_size']}, {check['optimizer']}, lr "
+            f"{lrs[0]:.3g} -> {max(lrs):.3g} (warmup) -> {lrs[-1]:.3g} (a plateau cut): max |captured - eager| "
+            f"{check['max_diff_captured_eager']:.2e} against max |eager - frozen lr| "
+            f"{check['max_diff_eager_frozen']:.2e}: **{'PASS' if check['passed'] else 'FAIL'}**; wall s (captured "
+            f"with compiling) {check['wall_s']}."]
+
+
+def report(args: argparse.Namespace, env: dict, matrix: dict, run: dict, captured: dict | None = None) -> str:
     d = run["derived"]
     title = "GPU headline run" + (" (DRY RUN on CPU: tiny sizes, not a result)" if args.dry == "1" else "")
     lines = [f"# {title}", "",
@@ -115,6 +130,8 @@ def report(args: argparse.Namespace, env: dict, matrix: dict, run: dict) -> str:
             f"| learning-rate drops (ReduceLROnPlateau) | {drops} |"]
         accs = " ".join(f"{100 * r['val_accuracy']:.1f}" for r in run["records"])
         lines += ["", f"Val accuracy by epoch: {accs}"]
+    if captured is not None:
+        lines += captured_markdown(captured)
     if matrix:
         lines += ["", "## Training-step matrix (benchmarks/step_matrix.py)", "", _matrix_markdown(matrix)]
     return "\n".join(lines) + "\n"
@@ -139,7 +156,10 @@ def main(argv=None) -> None:
     env = json.loads(Path(args.env).read_text())
     matrix = json.loads(Path(args.matrix).read_text()) if args.matrix and Path(args.matrix).is_file() else {}
     run = run_summary(Path(args.run)) if args.run else {"epochs_done": 0}
-    text = report(args, env, matrix, run)
+    captured = None
+    if args.captured:
+        captured = json.loads(Path(args.captured).read_text()) if Path(args.captured).is_file() else {}
+    text = report(args, env, matrix, run, captured)
     Path(args.out).write_text(text)
     print(text)
 

@@ -104,24 +104,42 @@ def random_pixel_scores(batch: int, size: Sequence[int], generator: torch.Genera
     return torch.rand(batch, *size, generator=generator).to(device)
 
 
+def endpoint_probabilities(model: nn.Module, images: torch.Tensor, classes: torch.Tensor,
+                           fill: float = FILL) -> torch.Tensor:
+    """B x 2: the class probability of each image itself and of the all-`fill` image, the two points every order's
+    deletion and insertion curves share."""
+    flat = torch.full_like(images, fill)
+    probs = class_probabilities(model, torch.cat([images, flat]), torch.cat([classes, classes]).to(images.device))
+    return probs.view(2, len(images)).T
+
+
 def perturbation_curves(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, scores: torch.Tensor,
-                        steps: int = STEPS, fill: float = FILL) -> tuple[torch.Tensor, torch.Tensor]:
+                        steps: int = STEPS, fill: float = FILL,
+                        ends: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(deletion, insertion) class-probability curves, each B x (steps + 1), for pixels taken in `scores`' order.
 
     Point k has round(k * H * W / steps) pixels removed (deletion: set to `fill`, all channels) or put back
     (insertion: the rest is `fill`); point 0 of deletion is the image itself, point `steps` the all-fill image.
+    Those two ends are the same for every order: pass them as `ends` (endpoint_probabilities) to evaluate only the
+    steps - 1 points between.
     """
+    if ends is None:
+        ends = endpoint_probabilities(model, images, classes, fill)
+    original, flat = ends[:, :1], ends[:, 1:]
+    if steps < 2:
+        return torch.cat([original, flat], 1), torch.cat([flat, original], 1)
     ranks = pixel_ranks(scores)
     n = ranks[0].numel()
-    counts = torch.round(torch.arange(steps + 1, device=images.device) * n / steps).long()
-    removed = (ranks[:, None] < counts[None, :, None, None])[:, :, None]  # B x S x 1 x H x W
+    counts = torch.round(torch.arange(1, steps, device=images.device) * n / steps).long()
+    removed = (ranks[:, None] < counts[None, :, None, None])[:, :, None]  # B x (steps - 1) x 1 x H x W
     x = images[:, None]
     fill_t = torch.tensor(fill, dtype=images.dtype, device=images.device)
     perturbed = torch.cat([torch.where(removed, fill_t, x), torch.where(removed, x, fill_t)], dim=1)
     batch, points = perturbed.shape[:2]
     target = classes.to(images.device).repeat_interleave(points)
     probs = class_probabilities(model, perturbed.flatten(0, 1), target).view(batch, points)
-    return probs[:, : steps + 1], probs[:, steps + 1:]
+    inner = steps - 1
+    return (torch.cat([original, probs[:, :inner], flat], 1), torch.cat([flat, probs[:, inner:], original], 1))
 
 
 def auc(curves: torch.Tensor) -> torch.Tensor:
@@ -139,13 +157,14 @@ def faithfulness_curves(model: nn.Module, images: torch.Tensor, classes: torch.T
         raise ValueError(f"unknown baselines {sorted(unknown)}; choose from {', '.join(BASELINES)}")
     generator = torch.Generator().manual_seed(seed)
     size, batch = maps.shape[-2:], len(maps)
-    out = {"map": perturbation_curves(model, images, classes, maps)}
+    ends = endpoint_probabilities(model, images, classes)
+    out = {"map": perturbation_curves(model, images, classes, maps, ends=ends)}
     for name in baselines:
         runs = []
         for _ in range(repeats):
             scores = (random_region_scores(batch, grid, size, generator, maps.device) if name == "random_regions"
                       else random_pixel_scores(batch, size, generator, maps.device))
-            runs.append(perturbation_curves(model, images, classes, scores))
+            runs.append(perturbation_curves(model, images, classes, scores, ends=ends))
         out[name] = tuple(torch.stack([r[i] for r in runs]).mean(0) for i in (0, 1))
     return out
 

@@ -160,6 +160,21 @@ def test_curve_endpoints_and_auc():
     assert_close(fa.auc(torch.tensor([[0.0, 1.0, 1.0]])), torch.tensor([0.75]))
 
 
+def test_the_inner_points_are_the_perturbed_images_and_the_shared_ends_change_nothing():
+    """Only the points between the ends are evaluated per order; each equals its perturbed image's probability."""
+    model = PatchNet().eval()
+    x, y, _ = patch_images(3, 4)
+    scores = torch.rand(3, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
+    deletion, insertion = fa.perturbation_curves(model, x, y, scores)
+    shared = fa.perturbation_curves(model, x, y, scores, ends=fa.endpoint_probabilities(model, x, y))
+    assert_close(shared[0], deletion) and assert_close(shared[1], insertion)
+    ranks = fa.pixel_ranks(scores)[:, None]  # B x 1 x H x W
+    for k in (1, 7, 15):
+        removed = ranks < round(k * SIZE * SIZE / fa.STEPS)
+        assert_close(deletion[:, k], fa.class_probabilities(model, torch.where(removed, 0.0, x), y))
+        assert_close(insertion[:, k], fa.class_probabilities(model, torch.where(removed, x, 0.0), y))
+
+
 def test_spearman_matches_scipy_with_ties():
     stats = pytest.importorskip("scipy.stats")
     g = torch.Generator().manual_seed(1)

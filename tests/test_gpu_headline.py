@@ -42,6 +42,7 @@ def test_dry_run_succeeds_and_leaves_the_files_that_come_back(dry_run):
     names = sorted(p.name for p in out.iterdir())
     assert names == ["RESULTS-GPU.md", "captured_lr.json", "headline.log", "matrix.json", "matrix.md", "run.tar.gz"]
     assert json.loads((out / "captured_lr.json").read_text())["passed"]
+    assert "## The captured step's lr (benchmarks/captured_lr_check.py)" in (out / "RESULTS-GPU.md").read_text()
 
 
 def test_the_matrix_choice_is_what_the_run_used(dry_run):
