@@ -273,3 +273,16 @@ def test_channel_stats_match_numpy():
     assert np.allclose(mean, x.mean(axis=(0, 1, 2)), atol=1e-6)
     assert np.allclose(std, x.std(axis=(0, 1, 2)), atol=1e-6)
     assert mean[2] < mean[0] / 2
+
+
+def test_the_val_loader_uses_the_eval_batch_size():
+    import torch
+
+    from ignite_cifar.loaders import build_dataflow
+
+    config = make_config({"dataset": "synthetic", "train_subset": 64, "test_subset": 30, "eval_batch_size": 7,
+                          "batch_size": 16, "num_workers": 0, "augment_on": "cpu"})
+    data = data_mod.load_data(config)
+    flow = build_dataflow(config, data, [0.5] * 3, [0.25] * 3, torch.device("cpu"))
+    assert flow.val_loader.batch_size == 7 and flow.train_loader.batch_size == 16
+    assert [len(y) for _, y in flow.val_loader] == [7, 7, 7, 7, 2]
