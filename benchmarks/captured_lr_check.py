@@ -70,8 +70,7 @@ class Arm:
         steps = len(batches)
         if self.scheduled:
             plateau = PlateauScheduler(optimizer, Plateau(patience=0))
-            attach_warmup(trainer, optimizer, config.lr, 1, steps // 3, plateau)
-            plateau.paused = lambda: False
+            attach_warmup(trainer, optimizer, config.lr, 1, steps // 3, plateau)  # the cut below steps it directly
             trainer.add_event_handler(Events.ITERATION_COMPLETED(once=steps // 2), lambda _: self.cut(plateau))
         self.placement.attach(trainer)
         trainer.add_event_handler(Events.ITERATION_STARTED, lambda _: self.lrs.append(current_lr(optimizer)))

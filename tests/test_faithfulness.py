@@ -167,7 +167,8 @@ def test_the_inner_points_are_the_perturbed_images_and_the_shared_ends_change_no
     scores = torch.rand(3, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
     deletion, insertion = fa.perturbation_curves(model, x, y, scores)
     shared = fa.perturbation_curves(model, x, y, scores, ends=fa.endpoint_probabilities(model, x, y))
-    assert_close(shared[0], deletion) and assert_close(shared[1], insertion)
+    assert_close(shared[0], deletion)
+    assert_close(shared[1], insertion)
     ranks = fa.pixel_ranks(scores)[:, None]  # B x 1 x H x W
     for k in (1, 7, 15):
         removed = ranks < round(k * SIZE * SIZE / fa.STEPS)
