@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import tarfile
 from pathlib import Path
 
 import pytest
 
 from ignite_cifar.config import make_config
 
-from .helpers import ARCHIVE, require_archive, tiny_config
+from .helpers import extract_real_images, require_archive, tiny_config
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test` runs two workers on two cores: one thread each (and in the CLI processes they start), since
@@ -31,12 +30,10 @@ def smoke_run(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def cifar_folder(tmp_path_factory):
-    """The real CIFAR-10 JPEG export, extracted once; skipped (or failed in CI) when the archive is absent."""
+    """The real CIFAR-10 JPEG export (the first REAL_PER_CLASS images of each class), extracted once; skipped (or
+    failed in CI) when the archive is absent."""
     require_archive()
-    dest = tmp_path_factory.mktemp("cifar")
-    with tarfile.open(ARCHIVE) as tar:
-        tar.extractall(dest, filter="data")
-    return dest / "cifar10-jpeg"
+    return extract_real_images(tmp_path_factory.mktemp("cifar"))
 
 
 @pytest.fixture(scope="session")
