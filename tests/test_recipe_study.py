@@ -65,17 +65,27 @@ def test_baselines_run_first_and_the_combination_last(tmp_path):
     assert [p.stem for p in ordered] == ["shipped", "shipped-seed2", "adam", "zero-init", "combination"]
 
 
-def test_study_runs_skips_resumes_and_restarts(tmp_path, capsys):
+def test_study_resumes_starts_skips_and_restarts(tmp_path, capsys):
     study_dir = tmp_path / "study"
     committed = [REPO / "benchmarks" / name for name in (recipe_report.REPORT, recipe_report.CURVES)]
     committed += sorted(recipe_report.RECORDS.glob("*.json"))
     committed_before = [p.read_bytes() if p.exists() else None for p in committed]
+    # adam stopped after its first epoch (what a kill between epochs leaves); shipped not begun
+    variant = next(v for v in recipe_study.load_variants(["adam"]))
+    cmd = recipe_study.train_command(variant, study_dir, recipe_study.DRY_FLAGS) + ["--epochs", "1"]
+    subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
+    first_epoch = _history(study_dir / "adam")["epochs"]
+    assert len(first_epoch) == 1
+
     code, out = _study(study_dir, capsys)
-    assert code == 0 and "shipped: started" in out and "adam: started" in out
+    assert code == 0 and "adam: resumed after epoch 1" in out and "shipped: started" in out
     epochs = recipe_study.DRY_FLAGS["epochs"]
     for name in VARIANTS:
         history = _history(study_dir / name)
         assert len(history["epochs"]) == epochs and "final_test" in history
+    assert _history(study_dir / "adam")["epochs"][0] == first_epoch[0]  # kept, not retrained
+    assert len(list((study_dir / "adam" / "tb").glob("events.out.tfevents.*"))) == 2  # two processes, one run
+    assert "--resume" in (study_dir / "adam.log").read_text()
     config = (study_dir / "adam" / "config.yaml").read_text()
     assert "optimizer: adam" in config and "width: 0.0625" in config
     report = (study_dir / recipe_report.REPORT).read_text()
@@ -93,23 +103,11 @@ def test_study_runs_skips_resumes_and_restarts(tmp_path, capsys):
     assert {n: (study_dir / n / "history.json").read_bytes() for n in VARIANTS} == before
     assert {n: (study_dir / f"{n}.log").read_text() for n in VARIANTS} == logs
 
-    # adam stopped after its first epoch (what a kill between epochs leaves); shipped killed before any checkpoint
-    shutil.rmtree(study_dir / "adam")
-    variant = next(v for v in recipe_study.load_variants(["adam"]))
-    cmd = recipe_study.train_command(variant, study_dir, recipe_study.DRY_FLAGS) + ["--epochs", "1"]
-    subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
-    first_epoch = _history(study_dir / "adam")["epochs"]
-    assert len(first_epoch) == 1
+    # shipped as a kill before its first checkpoint leaves it: moved aside and started again
     shutil.rmtree(study_dir / "shipped" / "checkpoints")
-
     code, out = _study(study_dir, capsys)
-    assert code == 0 and "adam: resumed after epoch 1" in out
-    history = _history(study_dir / "adam")
-    assert history["epochs"][0] == first_epoch[0]  # kept, not retrained
-    assert len(history["epochs"]) == epochs and "final_test" in history
-    assert len(list((study_dir / "adam" / "tb").glob("events.out.tfevents.*"))) == 2  # two processes, one run
-    assert "--resume" in (study_dir / "adam.log").read_text()
-    assert "shipped: started (moved the folder without a checkpoint to" in out
+    assert code == 0 and "shipped: started (moved the folder without a checkpoint to" in out
+    assert "adam: skipped (finished)" in out
     assert len(list((study_dir / "aborted").glob("shipped-*"))) == 1
     assert len(_history(study_dir / "shipped")["epochs"]) == epochs
 
