@@ -1,0 +1,150 @@
+"""When would other ReduceLROnPlateau settings have cut the lr in a finished run? A replay, no training.
+
+A run's history.json holds the val metrics the plateau scheduler saw each epoch: the evaluated model's (the weight
+average with --ema-decay) and, beside an average, the raw weights'. Up to the run's first lr cut, the training did
+not depend on the plateau settings, so feeding those values to the project's own PlateauScheduler with other
+settings says exactly at which epoch each setting would have cut first. After the first recorded cut the run
+followed its own lr, so a setting that has not cut by then is reported as "> N" (unknown beyond N); a run that
+never cut answers for all its epochs. Epochs of a warmup are skipped, as the trainer skips them.
+
+As a check, the run's own settings are replayed too: they must cut where the run did.
+
+    python benchmarks/plateau_replay.py --runs runs/study/combination-seed2 runs/study/combination-warmup \
+        --markdown benchmarks/PLATEAU-REPLAY.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+import yaml
+
+from ignite_cifar.schedules import Plateau, PlateauScheduler
+
+THRESHOLDS = {"loss": (1e-4, 0.005, 0.01, 0.02), "accuracy": (0.002, 0.005, 0.01)}  # 1e-4 rel: torch's default
+PATIENCES = (2, 3, 4)
+
+
+@dataclasses.dataclass
+class Recorded:
+    """What a finished run offers a replay: its val metrics per epoch (up to and including its first cut), the
+    epoch whose lr was the first cut one (None: never cut), its warmup and its own plateau settings."""
+
+    name: str
+    epochs: list[dict[str, Any]]
+    first_cut: int | None
+    warmup_epochs: int
+    own: Plateau
+    own_on: str
+
+
+def read_run(run_dir: Path) -> Recorded:
+    epochs = json.loads((run_dir / "history.json").read_text())["epochs"]
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    cut = next((i for i, r in enumerate(epochs) if r["next_lr"] < r["lr"]), None)
+    default = Plateau()  # runs older than a --plateau-* flag ran with its default, torch's
+    own = Plateau(config["plateau_factor"], config["plateau_patience"], config["min_lr"],
+                  config.get("plateau_metric", default.metric), config.get("plateau_threshold", default.threshold),
+                  config.get("plateau_threshold_mode", default.threshold_mode),
+                  config.get("plateau_cooldown", default.cooldown))
+    return Recorded(run_dir.name, epochs[: None if cut is None else cut + 1], None if cut is None else cut + 2,
+                    config.get("warmup_epochs", 0), own,
+                    config.get("plateau_on", "ema") if config.get("ema_decay") else "raw")
+
+
+def replay(values: list[float], plateau: Plateau, warmup_epochs: int = 0) -> int | None:
+    """The first epoch trained at a cut lr when the plateau scheduler sees `values` (one per epoch, from epoch 1),
+    or None when it never cuts."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = PlateauScheduler(optimizer, dataclasses.replace(plateau, min_lr=0.0))
+    evaluator = SimpleNamespace(state=SimpleNamespace(metrics={}))
+    for epoch, value in enumerate(values, start=1):
+        if epoch <= warmup_epochs:
+            continue
+        evaluator.state.metrics[plateau.metric] = value
+        scheduler(evaluator)
+        if optimizer.param_groups[0]["lr"] < 1.0:
+            return epoch + 1
+    return None
+
+
+def metric_key(on: str, metric: str, run: Recorded) -> str | None:
+    """history.json's key for the val metric the scheduler would watch: the average's (val_*) or the raw
+    weights' (raw_val_* beside an average; val_* without one)."""
+    averaged = "raw_val_loss" in run.epochs[0]
+    if on == "raw":
+        return f"raw_val_{metric}" if averaged else f"val_{metric}"
+    return f"val_{metric}" if averaged else None
+
+
+def answer(run: Recorded, on: str, plateau: Plateau) -> str:
+    key = metric_key(on, plateau.metric, run)
+    if key is None:
+        return "no average"
+    cut = replay([r[key] for r in run.epochs], plateau, run.warmup_epochs)
+    if cut is not None:
+        return str(cut)
+    return f"> {len(run.epochs)}" if run.first_cut is not None else "never"
+
+
+def settings() -> list[tuple[str, Plateau]]:
+    grid = [("ema", Plateau())]
+    for on, metric in itertools.product(("ema", "raw"), ("loss", "accuracy")):
+        for threshold, patience in itertools.product(THRESHOLDS[metric], PATIENCES):
+            mode = "rel" if threshold == 1e-4 else "abs"
+            grid.append((on, Plateau(patience=patience, metric=metric, threshold=threshold, threshold_mode=mode)))
+    return list(dict.fromkeys(grid))
+
+
+def describe(on: str, plateau: Plateau) -> str:
+    return (f"{on} val {plateau.metric}, {plateau.threshold_mode} {plateau.threshold:g}, patience "
+            f"{plateau.patience}")
+
+
+def table(runs: list[Recorded]) -> list[str]:
+    lines = ["| plateau on, threshold, patience | " + " | ".join(r.name for r in runs) + " |",
+             "|---|" + "---|" * len(runs),
+             "| **recorded** (the run's own settings) | " + " | ".join(
+                 f"{r.first_cut or 'never'} ({describe(r.own_on, r.own)}; replayed: {answer(r, r.own_on, r.own)})"
+                 for r in runs) + " |"]
+    for on, plateau in settings():
+        lines.append(f"| {describe(on, plateau)} | " + " | ".join(answer(r, on, plateau) for r in runs) + " |")
+    return lines
+
+
+def own_settings_agree(run: Recorded) -> bool:
+    replayed = answer(run, run.own_on, run.own)
+    return replayed == (str(run.first_cut) if run.first_cut else "never")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", nargs="+", required=True, help="finished run folders (history.json, config.yaml)")
+    p.add_argument("--markdown", default=None, help="also write the table here")
+    args = p.parse_args(argv)
+    runs = [read_run(Path(d)) for d in args.runs]
+    lines = ["First epoch trained at a cut lr (factor 0.1) if the plateau scheduler had had these settings; "
+             "'> N': no cut while the run's own lr held (its first cut came at N + 1), 'never': no cut in the "
+             "whole run.", "", *table(runs)]
+    print("\n".join(lines))
+    if args.markdown:
+        command = "python benchmarks/plateau_replay.py --runs " + " ".join(args.runs)
+        Path(args.markdown).write_text(f"# Plateau replay\n\nWritten by `{command}`.\n\n" + "\n".join(lines) + "\n")
+    bad = [r.name for r in runs if not own_settings_agree(r)]
+    if bad:
+        print(f"plateau_replay: replaying the run's own settings does not give its recorded cut: {', '.join(bad)}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

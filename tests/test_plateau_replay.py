@@ -1,0 +1,61 @@
+"""benchmarks/plateau_replay.py: the project's plateau scheduler fed a run's recorded val metrics cuts where torch's
+rules say, skips a warmup's epochs, and never claims a cut beyond the run's own first one."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+
+import yaml
+
+from ignite_cifar.schedules import Plateau
+
+from .helpers import REPO
+
+_spec = importlib.util.spec_from_file_location("plateau_replay", REPO / "benchmarks" / "plateau_replay.py")
+plateau_replay = importlib.util.module_from_spec(_spec)
+sys.modules["plateau_replay"] = plateau_replay
+_spec.loader.exec_module(plateau_replay)
+
+LOSSES = [1.0, 0.9, 0.895, 0.893, 0.892]  # after epoch 2 only gains far below 0.01
+
+
+def test_an_absolute_threshold_cuts_where_small_gains_stop_counting():
+    absolute = Plateau(patience=2, threshold=0.01, threshold_mode="abs")
+    # epochs 3, 4 and 5 do not beat 0.9 by 0.01: the third such epoch exceeds patience 2, so epoch 6 is cut
+    assert plateau_replay.replay(LOSSES, absolute) == 6
+    assert plateau_replay.replay(LOSSES, Plateau(patience=2)) is None  # relative 1e-4: every epoch improves
+    assert plateau_replay.replay(LOSSES, absolute, warmup_epochs=2) is None  # counting starts at epoch 3
+    accuracy = Plateau(patience=1, metric="accuracy", threshold=0.005, threshold_mode="abs")
+    assert plateau_replay.replay([0.5, 0.6, 0.603, 0.604], accuracy) == 5  # two epochs short of +0.005
+
+
+def _run(tmp_path, name, epochs, **config):
+    run_dir = tmp_path / name
+    run_dir.mkdir()
+    (run_dir / "history.json").write_text(json.dumps({"epochs": epochs}))
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(
+        {"plateau_factor": 0.1, "plateau_patience": 2, "min_lr": 1e-5, **config}))
+    return plateau_replay.read_run(run_dir)
+
+
+def test_a_run_answers_only_up_to_its_own_first_cut(tmp_path):
+    lrs = [0.1] * 5 + [0.01] * 2  # its own setting cut after epoch 5
+    epochs = [{"epoch": i + 1, "val_loss": v, "val_accuracy": 0.5, "lr": lr, "next_lr": nxt}
+              for i, (v, lr, nxt) in enumerate(zip(LOSSES + [0.7, 0.6], lrs, lrs[1:] + [0.01], strict=True))]
+    run = _run(tmp_path, "cut", epochs, plateau_threshold=0.01, plateau_threshold_mode="abs")
+    assert run.first_cut == 6 and len(run.epochs) == 5 and run.own_on == "raw"  # no average: the raw weights
+    assert plateau_replay.own_settings_agree(run)
+    assert plateau_replay.answer(run, "raw", Plateau(patience=2)) == "> 5"  # not cut while its lr held
+    assert plateau_replay.answer(run, "ema", Plateau()) == "no average"
+
+
+def test_an_older_run_without_the_plateau_flags_replays_with_their_defaults(tmp_path):
+    epochs = [{"epoch": i + 1, "val_loss": v, "raw_val_loss": v + 0.1, "lr": 1e-3, "next_lr": 1e-3}
+              for i, v in enumerate(LOSSES)]
+    run = _run(tmp_path, "old", epochs, ema_decay=0.999)
+    assert run.own == Plateau(min_lr=1e-5) and run.own_on == "ema" and run.first_cut is None
+    assert plateau_replay.own_settings_agree(run)
+    assert plateau_replay.answer(run, "raw", Plateau(patience=2, threshold=0.01, threshold_mode="abs")) == "6"
+    assert plateau_replay.answer(run, "ema", Plateau()) == "never"
