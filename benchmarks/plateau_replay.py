@@ -30,7 +30,7 @@ import yaml
 from ignite_cifar.schedules import Plateau, PlateauScheduler
 
 THRESHOLDS = {"loss": (1e-4, 0.005, 0.01, 0.02), "accuracy": (0.002, 0.005, 0.01)}  # 1e-4 rel: torch's default
-PATIENCES = (2, 3, 4)
+PATIENCES = (1, 2, 3, 4)
 
 
 @dataclasses.dataclass
