@@ -153,6 +153,20 @@ def test_the_rule_compares_recipe_means_with_twice_the_larger_standard_deviation
     assert "twice the larger of the two standard deviations" in text
 
 
+def test_changes_to_the_default_are_judged_against_it_with_the_baseline_noise_as_a_floor():
+    text = recipe_report.noise_section(_summaries({
+        "shipped": 0.80, "shipped-seed2": 0.79, "shipped-seed3": 0.81,  # std 0.01, range 0.02
+        "combination": 0.835, "combination-seed2": 0.833,  # mean 0.834, std 0.0014, range 0.002
+        "combination-x": 0.85,  # one seed: +1.60 against shipped's range 2.00 (not the default's 0.20)
+        "combination-y": 0.86, "combination-y-seed2": 0.858,  # mean 0.859: +2.50 > 2 x shipped's std
+    }))
+    assert "| combination | 45: 83.50, 46: 83.30 |" in text and "| the default | | |" in text
+    assert "| +1.60 | 2.00 | within the noise |" in text
+    assert "| +2.50 | 2.00 | wins |" in text
+    assert "`shipped`'s seed noise as a floor" in text
+    assert "| a |" not in text
+
+
 def test_the_rule_waits_for_two_baseline_seeds_and_ignores_unfinished_runs():
     one_seed = recipe_report.noise_section(_summaries({"shipped": 0.80, "a": 0.90}))
     assert "| +10.00 | - | no noise measured yet |" in one_seed and "| wins |" not in one_seed
