@@ -21,13 +21,13 @@ ARCHIVE = Path(os.environ.get("IGNITE_CIFAR_ARCHIVE", REPO.parent / "shared" / "
 
 def tiny_config(tmp_path: Path, **overrides):
     """A seconds-long synthetic run of the mission recipe (SGD, no weight average: the machinery under test, not
-    the default recipe, which has its own tests): narrow ResNet18, small subsets, no workers, 8 mistakes explained,
+    the default recipe, which has its own tests): narrow ResNet18, small subsets, no workers, 3 mistakes explained,
     no probe (the probe is tested on the real-image run, tests/conftest.py), fp32 (so that a saved run evaluated in
     fp32 gives the very numbers the run recorded; bf16 has its own tests)."""
     values = dict(MISSION_RECIPE)
     values.update(dataset="synthetic", width=0.0625, epochs=2, batch_size=50, lr=0.02, train_subset=300,
                   test_subset=100, num_workers=0, output_dir=str(tmp_path / "runs"), run_name="tiny", log_every=2,
-                  n_misclassified=8, probe_every=0, amp="off")
+                  n_misclassified=3, probe_every=0, amp="off")
     values.update(overrides)
     return make_config(values)
 

@@ -75,7 +75,7 @@ def test_every_listed_mistake_is_misclassified_by_the_saved_model(smoke_run):
     listed = json.loads((run_dir / "misclassified.json").read_text())
     config, derived, model, _, _ = load_run(str(run_dir))
     test = load_data(config).test
-    assert listed["found"] == len(listed["mistakes"]) == min(8, listed["total_misclassified"])
+    assert listed["found"] == len(listed["mistakes"]) == min(config.n_misclassified, listed["total_misclassified"])
     index = np.array([m["index"] for m in listed["mistakes"]])
     with torch.no_grad():
         probs = model.eval()(normalize_array(test.images[index], derived["mean"], derived["std"])).softmax(1)
