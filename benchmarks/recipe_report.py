@@ -223,7 +223,7 @@ def noise_section(summaries: dict[str, dict[str, Any]]) -> str:
             lines.append(f"| {recipe} | {seeds} | {_pct(r_mean)} | {_pct(r_std)} | baseline | | | | | |")
             continue
         gain, margin, words = verdict(base, accs)
-        against_default = "| | |" if recipe == DEFAULT else "| | | |"
+        against_default = "| | |"
         if recipe.startswith(DEFAULT + "-") and default:
             d_gain, d_margin, d_words = verdict(default, accs, floor=base)
             against_default = f"{100 * d_gain:+.2f} | {_pct(d_margin)} | {d_words} |"
