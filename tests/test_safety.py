@@ -310,7 +310,7 @@ def test_sigterm_writes_a_checkpoint_and_the_run_resumes(tmp_path):
     out = tmp_path / "runs"
     argv = [sys.executable, "-m", "ignite_cifar", "train", "--dataset", "synthetic", "--width", "0.0625",
             "--epochs", "4", "--batch-size", "50", "--train-subset", "1000", "--test-subset", "100",
-            "--num-workers", "0", "--output-dir", str(out), "--run-name", "stopped"]
+            "--num-workers", "0", "--n-misclassified", "3", "--output-dir", str(out), "--run-name", "stopped"]
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     run_dir = out / "stopped"
     deadline = time.monotonic() + 300
