@@ -27,6 +27,7 @@ from typing import Any
 import torch
 import yaml
 
+from ignite_cifar.config import Config
 from ignite_cifar.schedules import Plateau, PlateauScheduler
 
 THRESHOLDS = {"loss": (1e-4, 0.005, 0.01, 0.02), "accuracy": (0.002, 0.005, 0.01)}  # 1e-4 rel: torch's default
@@ -50,11 +51,8 @@ def read_run(run_dir: Path) -> Recorded:
     epochs = json.loads((run_dir / "history.json").read_text())["epochs"]
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     cut = next((i for i, r in enumerate(epochs) if r["next_lr"] < r["lr"]), None)
-    default = Plateau()  # runs older than a --plateau-* flag ran with its default, torch's
-    own = Plateau(config["plateau_factor"], config["plateau_patience"], config["min_lr"],
-                  config.get("plateau_metric", default.metric), config.get("plateau_threshold", default.threshold),
-                  config.get("plateau_threshold_mode", default.threshold_mode),
-                  config.get("plateau_cooldown", default.cooldown))
+    # a run older than a --plateau-* flag ran with that flag's default (torch's): Config's defaults fill it in
+    own = Plateau.of(SimpleNamespace(**{**dataclasses.asdict(Config()), **config}))
     return Recorded(run_dir.name, epochs[: None if cut is None else cut + 1], None if cut is None else cut + 2,
                     config.get("warmup_epochs", 0), own,
                     config.get("plateau_on", "ema") if config.get("ema_decay") else "raw")
