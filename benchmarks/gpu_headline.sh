@@ -61,7 +61,9 @@ step "3b. training-step matrix"
 if [ "$DRY" = 1 ]; then
   MATRIX=(--device cpu --width 0.125 --batch-sizes 32 --steps 2 --warmup 1 --compile off --bf16 off
           --channels-last both --epochs 1 --train-images 512 --budget-s 20)
-  SIZE=(--device cpu --width 0.0625 --epochs 1 --train-subset 512 --test-subset 200 --batch-size 32)
+  # width 0.125, not 0.0625: torch 2.14.1 on an AVX2-only CPU corrupts the heap in the backward of width 0.0625's
+  # channels_last layer2 shortcut (Conv2d 4->8, 1x1, stride 2); seen 2026-12-01
+  SIZE=(--device cpu --width 0.125 --epochs 1 --train-subset 512 --test-subset 200 --batch-size 32)
 else
   MATRIX=(--budget-s "${GPU_MATRIX_BUDGET_S:-150}" --compile-mode "${GPU_COMPILE_MODE:-reduce-overhead}")
   SIZE=()
