@@ -33,8 +33,9 @@ SPEED_NOTE = Path(__file__).resolve().parent / "RECIPE-SPEED.md"  # how the stud
 REPORT_EPOCHS = (10, 20, 30, 40)
 BASELINE = "shipped"
 DEFAULT = "combination"  # the shipped default recipe since 2026-11-30; `combination-<change>` variants change it
-KEPT = ("epochs_done", "epochs", "val", "lr", "best", "test_accuracy", "lr_drops", "images_per_s", "wall_s",
-        "seed", "precision", "source")
+KEPT = ("epochs_done", "epochs", "val", "raw_val", "lr", "best", "test_accuracy", "lr_drops", "images_per_s",
+        "wall_s", "seed", "precision", "source")
+BY_EPOCH = ("val", "raw_val")  # {epoch: accuracy}; json keeps the epochs as strings
 
 
 # ---------------------------------------------------------------- one run folder
@@ -82,6 +83,8 @@ def summarize_folder(run_dir: Path, epochs: int) -> dict[str, Any]:
     return {
         "epochs_done": len(records), "epochs": epochs, "state": run_state(run_dir, epochs),
         "val": {r["epoch"]: r["val_accuracy"] for r in records},
+        # with --ema-decay, val is the average's and raw_val the trained weights' (empty without an average)
+        "raw_val": {r["epoch"]: r["raw_val_accuracy"] for r in records if "raw_val_accuracy" in r},
         "lr": [(r["epoch"], r["lr"]) for r in records],
         "best": (best["epoch"], best["val_accuracy"]) if best else None,
         "test_accuracy": final.get("test_accuracy") if final else None,
@@ -102,7 +105,8 @@ def _evaluation(run_dir: Path) -> dict[str, Any] | None:
 def save_record(name: str, summary: dict[str, Any], records_dir: Path) -> None:
     """Keep a finished run's numbers in records_dir/<name>.json (rewritten only when they change)."""
     kept = {"variant": name, **{k: summary[k] for k in KEPT}}
-    kept["val"] = {str(e): acc for e, acc in summary["val"].items()}
+    for key in BY_EPOCH:
+        kept[key] = {str(e): acc for e, acc in summary[key].items()}
     text = json.dumps(kept, indent=1) + "\n"
     path = records_dir / f"{name}.json"
     if not path.is_file() or path.read_text() != text:
@@ -115,8 +119,9 @@ def load_record(name: str, records_dir: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     kept = json.loads(path.read_text())
-    summary = {k: kept[k] for k in KEPT}
-    summary["val"] = {int(e): acc for e, acc in kept["val"].items()}
+    summary = {k: kept.get(k) for k in KEPT}
+    for key in BY_EPOCH:  # records kept before raw_val existed have none
+        summary[key] = {int(e): acc for e, acc in (kept.get(key) or {}).items()}
     summary["lr"] = [tuple(p) for p in kept["lr"]]
     summary["lr_drops"] = [tuple(p) for p in kept["lr_drops"]]
     summary["best"] = tuple(kept["best"]) if kept["best"] else None
@@ -244,8 +249,9 @@ def _row(s: dict[str, Any]) -> str:
     ips = f"{s['images_per_s']:.0f}" if s["images_per_s"] else "-"
     wall = f"{s['wall_s'] / 60:.1f} min" if s["epochs_done"] else "-"
     precision = (s["precision"] or "-").split(",")[0]
+    raw = _pct(s["raw_val"].get(s["epochs"]))
     return (f"| {s['variant'].name} | {status} | {s['seed']} | {precision} | {accs} | {best} | "
-            f"{_pct(s['test_accuracy'])} | {drops} | {ips} | {wall} |")
+            f"{_pct(s['test_accuracy'])} | {raw} | {drops} | {ips} | {wall} |")
 
 
 def write_report(summaries: dict[str, dict[str, Any]], out_dir: Path, data_note: str,
@@ -257,9 +263,9 @@ def write_report(summaries: dict[str, dict[str, Any]], out_dir: Path, data_note:
              "Accuracies in %; LR drops are the first epoch trained at the new lr. Each finished run's numbers are "
              "kept in `benchmarks/recipe-runs/` (its `source` says where they were read).", "",
              SPEED_NOTE.read_text().rstrip(), "",
-             f"| variant | status | seed | precision | {head} | best epoch (val) | final test | LR drops at epoch | "
-             "train img/s (median epoch) | wall time |",
-             "|---|---|---|---|" + "---|" * len(REPORT_EPOCHS) + "---|---|---|---|---|"]
+             f"| variant | status | seed | precision | {head} | best epoch (val) | final test | raw weights "
+             f"@{REPORT_EPOCHS[-1]} (with an average) | LR drops at epoch | train img/s (median epoch) | wall time |",
+             "|---|---|---|---|" + "---|" * len(REPORT_EPOCHS) + "---|---|---|---|---|---|"]
     lines += [_row(s) for s in summaries.values()]
     lines += ["", noise_section(summaries), "", "## What each variant changes, and its command", ""]
     for name, s in summaries.items():

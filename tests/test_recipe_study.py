@@ -178,7 +178,7 @@ def test_the_rule_waits_for_two_baseline_seeds_and_ignores_unfinished_runs():
 
 
 def test_a_kept_record_gives_the_same_row_once_the_run_folder_is_gone(tmp_path):
-    summary = {"epochs_done": 2, "epochs": 2, "state": "finished", "val": {1: 0.5, 2: 0.6},
+    summary = {"epochs_done": 2, "epochs": 2, "state": "finished", "val": {1: 0.5, 2: 0.6}, "raw_val": {2: 0.55},
                "lr": [(1, 0.01), (2, 0.001)], "best": (2, 0.6), "test_accuracy": 0.6, "lr_drops": [(2, 0.001)],
                "images_per_s": 123.0, "wall_s": 60.0, "seed": 44, "precision": "bfloat16, channels_last",
                "source": "run folder x"}
@@ -188,7 +188,12 @@ def test_a_kept_record_gives_the_same_row_once_the_run_folder_is_gone(tmp_path):
     variant = recipe_study.Variant("x", "")
     rows = [recipe_report._row({**s, "variant": variant}) for s in (summary, kept)]
     assert rows[0] == rows[1] and "| x | finished | 44 | bfloat16 |" in rows[0]
+    assert "| 60.00 | 55.00 | 2 (1e-03) |" in rows[0]  # final test, then the raw weights at the last epoch
     assert recipe_report.load_record("nothing", tmp_path) is None
+    old = json.loads((tmp_path / "x.json").read_text())  # a record kept before raw_val existed
+    del old["raw_val"]
+    (tmp_path / "x.json").write_text(json.dumps(old))
+    assert recipe_report.load_record("x", tmp_path)["raw_val"] == {}
 
 
 def test_wall_time_adds_the_segments_of_a_resumed_run():
