@@ -34,6 +34,15 @@ def test_synthetic_split_is_deterministic_by_seed():
     assert a.images.std() > 10  # not a blank image
 
 
+def test_synthetic_splits_drawn_once_are_handed_out_as_copies():
+    first = synthetic_split(60, 10, seed=5)
+    drawn = first.images.copy()
+    first.images[:] = 0  # a caller changing its split in place ...
+    first.labels[:] = 0
+    again = synthetic_split(60, 10, seed=5)  # ... does not change what the next caller gets
+    assert np.array_equal(again.images, drawn) and again.labels.max() > 0
+
+
 def test_load_data_synthetic_shapes():
     data = load_data(make_config({"dataset": "synthetic", "train_subset": 100, "test_subset": 30}))
     assert data.train.images.shape == (100, 32, 32, 3) and data.train.labels.shape == (100,)
