@@ -134,6 +134,9 @@ class Config:
     gradcam_method: str = _f("gradcam", "CAM method", GRADCAM_METHODS)
     gradcam_layer: str = _f("layer4", "module whose activations GradCAM explains")
     explain_checkpoint: str = _f("final", "model explained when training completes: final or best", EXPLAIN_CHECKPOINTS)
+    explain_at_end: bool = _f(True, "when training completes, evaluate that model on the test split (final_test "
+                                    "in history.json) and explain its mistakes; off: `python -m ignite_cifar "
+                                    "explain --run DIR` writes them later")
     # watching GradCAM form during training (TensorBoard image probe/gradcam)
     probe_every: int = _f(5, "explain the probe images every N epochs and at the last (0 = off)")
     probe_size: int = _f(8, "probe images: a class-stratified subset of the test split, fixed by the seed")

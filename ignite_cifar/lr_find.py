@@ -45,7 +45,7 @@ UNUSED_FIELDS = frozenset({
     "epochs", "lr", "warmup_epochs", "ema_decay", "plateau_factor", "plateau_patience", "min_lr", "test_subset",
     "plateau_metric", "plateau_threshold", "plateau_threshold_mode", "plateau_cooldown", "plateau_on",
     "nproc_per_node", "backend", "log_every", "resume", "n_misclassified", "mistake_order", "gradcam_method",
-    "gradcam_layer", "explain_checkpoint", "probe_every", "probe_size",
+    "gradcam_layer", "explain_checkpoint", "explain_at_end", "probe_every", "probe_size",
 })
 
 

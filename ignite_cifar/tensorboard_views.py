@@ -12,7 +12,7 @@ from torch.utils.tensorboard.summary import hparams
 NOT_HYPERPARAMETERS = frozenset({
     "data_dir", "skip_bad_images", "num_workers", "torch_threads", "device", "backend", "nproc_per_node",
     "log_every", "output_dir", "run_name", "resume", "n_misclassified", "mistake_order", "gradcam_method",
-    "gradcam_layer", "explain_checkpoint", "probe_every", "probe_size", "eval_batch_size"})
+    "gradcam_layer", "explain_checkpoint", "explain_at_end", "probe_every", "probe_size", "eval_batch_size"})
 
 # Metric tags of the HParams table, each written as a scalar (the table shows its latest value).
 METRICS = {

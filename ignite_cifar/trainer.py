@@ -173,7 +173,8 @@ def attach_outputs(plan: LaunchPlan, run: Run, net: Network, flow: Dataflow, dev
     2. at each epoch's end, the val evaluation and the epoch's record (every rank evaluates; metrics are reduced);
     3. the GradCAM probe, after the evaluation, so it shows the weights the epoch's val metrics saw;
     4. the last checkpoint, after the evaluation, so the plateau scheduler's saved state includes this epoch;
-    5. when training completes, the explanations of the final (or best) model.
+    5. when training completes, the explanations of the final (or best) model (with --no-explain-at-end, a line
+       saying how to write them later).
     """
     config, rank, trainer = plan.config, idist.get_rank(), run.trainer
     outputs = Outputs()
@@ -202,7 +203,8 @@ def attach_outputs(plan: LaunchPlan, run: Run, net: Network, flow: Dataflow, dev
                      config.probe_size, config.seed).attach(trainer, outputs.tb.writer, config.probe_every)
     trainer.add_event_handler(Events.EPOCH_COMPLETED, run.last_checkpoint)
     if rank == 0:
-        trainer.add_event_handler(Events.COMPLETED, _explain_on_completion(plan, run, net, outputs, device, run_dir))
+        trainer.add_event_handler(Events.COMPLETED, _explain_on_completion(plan, run, net, outputs, device, run_dir)
+                                  if config.explain_at_end else _explanations_skipped(run_dir))
     return outputs
 
 
@@ -220,6 +222,14 @@ def _after_record(outputs: Outputs, run_dir: Path):
         outputs.hparams.record_epochs(outputs.history.records)
 
     return redraw
+
+
+def _explanations_skipped(run_dir: Path):
+    def say_so(_engine: Engine) -> None:
+        log.info("no test evaluation or explanations (--no-explain-at-end); write them with: "
+                 "python -m ignite_cifar explain --run %s", run_dir)
+
+    return say_so
 
 
 def _explain_on_completion(plan: LaunchPlan, run: Run, net: Network, outputs: Outputs, device: torch.device,

@@ -83,7 +83,8 @@ def test_the_run_evaluates_checkpoints_and_explains_the_average(ema_straight):
 
 def test_a_resumed_run_averages_exactly_as_an_uninterrupted_one(ema_straight, tmp_path):
     straight = ema_straight
-    half = train(tiny_config(tmp_path, run_name="ema-halves", epochs=1, ema_decay=0.9))
+    half = train(tiny_config(tmp_path, run_name="ema-halves", epochs=1, ema_decay=0.9,
+                             explain_at_end=False))
     assert cli.main(["train", "--resume", half["run_dir"], "--epochs", "3"]) == 0
     assert _records(half["run_dir"]) == _records(straight["run_dir"])
     a, b = _last_state(straight["run_dir"])["ema_model"], _last_state(half["run_dir"])["ema_model"]
@@ -91,7 +92,7 @@ def test_a_resumed_run_averages_exactly_as_an_uninterrupted_one(ema_straight, tm
 
 
 def test_an_average_turned_on_at_resume_starts_from_the_resumed_weights(tmp_path):
-    plain = train(tiny_config(tmp_path, run_name="plain", epochs=1))
+    plain = train(tiny_config(tmp_path, run_name="plain", epochs=1, explain_at_end=False))
     resumed_weights = _last_state(plain["run_dir"])["model"]
     assert cli.main(["train", "--resume", plain["run_dir"], "--epochs", "2", "--ema-decay", "0.9999",
                      "--lr", "1e-12"]) == 0

@@ -259,7 +259,7 @@ def _val(run_dir) -> list[tuple]:
 
 def _small(tmp_path, **kw):
     return tiny_config(tmp_path, augment_on="device", train_subset=120, test_subset=40, batch_size=20,
-                       n_misclassified=2, probe_every=0, **kw)
+                       probe_every=0, explain_at_end=False, **kw)
 
 
 @pytest.fixture(scope="module")

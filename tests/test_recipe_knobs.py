@@ -117,7 +117,7 @@ def test_the_mission_keeps_torch_defaults():
 def test_with_an_average_the_raw_weights_are_evaluated_and_the_plateau_steps_on_the_chosen_one(
         tmp_path, plateau_on, watched):
     result = train(tiny_config(tmp_path, run_name=plateau_on, epochs=2, ema_decay=0.9, plateau_on=plateau_on,
-                               n_misclassified=2))
+                               explain_at_end=False))
     run_dir = Path(result["run_dir"])
     records = json.loads((run_dir / "history.json").read_text())["epochs"]
     assert all({"raw_val_loss", "raw_val_accuracy", "raw_val_seconds", "val_seconds"} <= set(r) for r in records)

@@ -285,7 +285,7 @@ def test_checkpoint_with_code_is_refused_and_nothing_runs(tmp_path, capsys):
 def test_checkpoints_hold_only_tensors_and_plain_values(tmp_path):
     from ignite_cifar.launch import train
 
-    result = train(tiny_config(tmp_path, run_name="plain", epochs=1))
+    result = train(tiny_config(tmp_path, run_name="plain", epochs=1, explain_at_end=False))
     written = sorted((Path(result["run_dir"]) / "checkpoints").glob("*.pt"))
     assert [p.name.split("_")[0] for p in written] == ["best", "last"]  # the loop below has files to check
     for path in written:
@@ -376,7 +376,7 @@ def test_a_signal_during_the_evaluation_stops_after_the_epoch_is_saved(smoke_run
     from ignite.engine import Events
 
     _send_signals(monkeypatch, "create_evaluator", Events.ITERATION_COMPLETED, lambda e: True)
-    stopped = _stopped_run(tiny_config(tmp_path, run_name="eval-stop"))
+    stopped = _stopped_run(tiny_config(tmp_path, run_name="eval-stop", explain_at_end=False))
     run_dir = tmp_path / "runs" / "eval-stop"
     assert "interrupted at epoch 1, iteration 6" in str(stopped)
     assert files.load_checkpoint(files.find_checkpoint(run_dir))["trainer"]["iteration"] == 6
@@ -390,7 +390,7 @@ def test_a_signal_mid_step_stops_after_that_step(smoke_run, tmp_path, monkeypatc
     from ignite.engine import Events
 
     _send_signals(monkeypatch, "create_trainer", Events.ITERATION_STARTED, lambda e: e.state.iteration == 3)
-    stopped = _stopped_run(tiny_config(tmp_path, run_name="step-stop"))
+    stopped = _stopped_run(tiny_config(tmp_path, run_name="step-stop", explain_at_end=False))
     run_dir = tmp_path / "runs" / "step-stop"
     assert "iteration 3;" in str(stopped)
     assert files.load_checkpoint(files.find_checkpoint(run_dir))["trainer"]["iteration"] == 3  # step 3 kept
@@ -432,7 +432,7 @@ def test_two_processes_stop_on_sigterm_to_the_launcher_and_resume_in_step(tmp_pa
     out = tmp_path / "runs"
     argv = [sys.executable, "-m", "ignite_cifar", "train", "--dataset", "synthetic", "--width", "0.0625",
             "--epochs", "30", "--batch-size", "50", "--train-subset", "300", "--test-subset", "100",
-            "--num-workers", "0", "--nproc-per-node", "2", "--n-misclassified", "2", "--output-dir", str(out),
+            "--num-workers", "0", "--nproc-per-node", "2", "--no-explain-at-end", "--output-dir", str(out),
             "--run-name", "ddp-stop"]
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     run_dir = out / "ddp-stop"
@@ -474,7 +474,7 @@ def _train_under_file_size_limit(args: list[str], limit: int) -> subprocess.Comp
 def test_a_write_the_machine_refuses_ends_in_one_line_and_keeps_the_last_checkpoint(tmp_path):
     """A file-size limit (as a full disk would) makes the next checkpoint fail: exit 1, one line naming the file,
     the cause and the last good checkpoint, which is still there and loads."""
-    run_dir = Path(train(tiny_config(tmp_path, run_name="limited", epochs=1))["run_dir"])
+    run_dir = Path(train(tiny_config(tmp_path, run_name="limited", epochs=1, explain_at_end=False))["run_dir"])
     kept = files.find_checkpoint(run_dir)
     done = _train_under_file_size_limit(["--resume", str(run_dir), "--epochs", "2"], 100_000)
     last_line = done.stderr.strip().splitlines()[-1]

@@ -37,17 +37,17 @@ def _metrics(run_dir: Path) -> list[dict]:
 
 def test_same_seed_same_metrics(smoke_run, tmp_path):
     run_dir, _ = smoke_run
-    again = train(tiny_config(tmp_path, run_name="again"))
+    again = train(tiny_config(tmp_path, run_name="again", explain_at_end=False))
     assert _metrics(again["run_dir"]) == _metrics(run_dir)
 
 
 def test_other_seed_other_metrics(smoke_run, tmp_path):
-    other = train(tiny_config(tmp_path, run_name="other", seed=7))
+    other = train(tiny_config(tmp_path, run_name="other", seed=7, explain_at_end=False))
     assert _metrics(other["run_dir"]) != _metrics(smoke_run[0])
 
 
 def test_stopped_after_epoch_1_and_resumed_equals_straight_run(smoke_run, tmp_path):
-    first = train(tiny_config(tmp_path, run_name="halves", epochs=1))
+    first = train(tiny_config(tmp_path, run_name="halves", epochs=1, explain_at_end=False))
     assert len(_metrics(first["run_dir"])) == 1
     assert cli.main(["train", "--resume", first["run_dir"], "--epochs", "2"]) == 0
     assert _metrics(first["run_dir"]) == _metrics(smoke_run[0])
@@ -57,7 +57,7 @@ def test_stopped_after_epoch_1_and_resumed_equals_straight_run(smoke_run, tmp_pa
 
 def test_flags_given_with_resume_reach_the_optimizer_and_the_scheduler(tmp_path):
     first = train(tiny_config(tmp_path, run_name="relr", epochs=1, train_subset=100, test_subset=50,
-                              n_misclassified=2))
+                              explain_at_end=False))
     run_dir = Path(first["run_dir"])
     assert cli.main(["train", "--resume", str(run_dir), "--epochs", "3", "--lr", "0.005",
                      "--plateau-patience", "7", "--weight-decay", "0.001"]) == 0
@@ -167,7 +167,7 @@ def test_evaluation_matches_the_last_val_epoch(smoke_run):
 
 
 def test_val_split_holds_out_train(tmp_path):
-    result = train(tiny_config(tmp_path, run_name="heldout", val_split=0.2, epochs=1))
+    result = train(tiny_config(tmp_path, run_name="heldout", val_split=0.2, epochs=1, explain_at_end=False))
     derived = yaml.safe_load((Path(result["run_dir"]) / "config.yaml").read_text())["derived"]
     assert derived["val_source"] == "held-out train"
     assert derived["train_images"] == 240 and derived["val_images"] == 60 and derived["test_images"] == 100
@@ -177,7 +177,7 @@ def test_plateau_scheduler_reduces_lr_and_logs_it(tmp_path, caplog):
     # lr so small that the val loss cannot improve by the relative threshold (1e-4): with patience 0 every
     # evaluation after the first reduces the lr, down to min_lr
     config = tiny_config(tmp_path, run_name="plateau", epochs=3, lr=1e-6, plateau_patience=0, plateau_factor=0.5,
-                         min_lr=3e-7)
+                         min_lr=3e-7, explain_at_end=False)
     with caplog.at_level("INFO", logger="ignite_cifar"):
         result = train(config)
     records = json.loads((Path(result["run_dir"]) / "history.json").read_text())["epochs"]
@@ -206,6 +206,19 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypat
     assert kept is not None and kept.name == "last_checkpoint_6.pt" and str(kept) in str(stopped.value)
     assert files.load_checkpoint(kept)["trainer"]["iteration"] == 6
     assert not (run_dir / "misclassified.json").exists()  # the completion handler did not run
+
+
+def test_without_explain_at_end_nothing_is_explained_and_the_run_says_how_to_do_it_later(tmp_path, caplog):
+    with caplog.at_level("INFO", logger="ignite_cifar"):
+        result = train(tiny_config(tmp_path, run_name="later", epochs=1, explain_at_end=False))
+    run_dir = Path(result["run_dir"])
+    assert "final_test" not in json.loads((run_dir / "history.json").read_text())
+    for name in ("misclassified.json", "gradcam.png", "evaluation.json", "explanations.json", "confusion.png"):
+        assert not (run_dir / name).exists(), name
+    assert (run_dir / "curves.png").is_file() and files.find_checkpoint(run_dir) is not None
+    assert f"python -m ignite_cifar explain --run {run_dir}" in caplog.text
+    assert cli.main(["explain", "--run", str(run_dir), "--n-misclassified", "2"]) == 0
+    assert (run_dir / "gradcam.png").is_file() and listed_n(run_dir) == 2
 
 
 def test_training_frees_its_model_before_the_process_group_goes(tmp_path):
@@ -260,7 +273,8 @@ def _last_state(run_dir) -> dict:
 
 
 def test_adam_is_adam_in_the_checkpoint_and_resumes_as_adam(tmp_path):
-    first = train(tiny_config(tmp_path, run_name="adam", epochs=1, optimizer="adam", lr=1e-3, weight_decay=1e-4))
+    first = train(tiny_config(tmp_path, run_name="adam", epochs=1, optimizer="adam", lr=1e-3, weight_decay=1e-4,
+                              explain_at_end=False))
     state = _last_state(first["run_dir"])["optimizer"]
     group = state["param_groups"][0]
     assert group["betas"] == (0.9, 0.999) and group["lr"] == 1e-3 and group["weight_decay"] == 1e-4
@@ -283,7 +297,8 @@ def test_the_default_recipe_trains_adam_and_steps_the_plateau_on_the_weight_aver
 
     defaults = {name: getattr(Config(), name) for name in ("optimizer", "lr", "weight_decay", "ema_decay",
                                                            "plateau_on")}
-    result = train(tiny_config(tmp_path, run_name="default-recipe", epochs=1, **defaults))
+    result = train(tiny_config(tmp_path, run_name="default-recipe", epochs=1, explain_at_end=False,
+                                **defaults))
     state = _last_state(result["run_dir"])
     group = state["optimizer"]["param_groups"][0]
     assert group["betas"] == (0.9, 0.999) and group["lr"] == 1e-3 and group["weight_decay"] == 1e-4
@@ -307,7 +322,8 @@ def test_label_smoothing_changes_the_training_loss_but_not_the_val_loss(tmp_path
 
 
 def test_zero_init_residual_reaches_the_trained_model(tmp_path):
-    result = train(tiny_config(tmp_path, run_name="zero", epochs=1, lr=1e-9, zero_init_residual=True))
+    result = train(tiny_config(tmp_path, run_name="zero", epochs=1, lr=1e-9, zero_init_residual=True,
+                                explain_at_end=False))
     weights = {k: v for k, v in _last_state(result["run_dir"])["model"].items() if k.endswith("norm2.weight")}
     assert len(weights) == 8 and all(v.abs().max() < 1e-6 for v in weights.values())
 
@@ -333,10 +349,11 @@ def test_warmup_is_linear_per_iteration_and_holds_the_plateau_scheduler_until_it
 
 
 def test_warmup_survives_resume(tmp_path):
-    straight = train(tiny_config(tmp_path, run_name="warm", epochs=3, warmup_epochs=2))
+    straight = train(tiny_config(tmp_path, run_name="warm", epochs=3, warmup_epochs=2, explain_at_end=False))
     records = _metrics(straight["run_dir"])
     assert [r["lr"] for r in records] == pytest.approx([0.002, 0.002 + 0.018 * 6 / 12, 0.02], rel=1e-9)
-    half = train(tiny_config(tmp_path, run_name="warm-halves", epochs=1, warmup_epochs=2))
+    half = train(tiny_config(tmp_path, run_name="warm-halves", epochs=1, warmup_epochs=2,
+                             explain_at_end=False))
     assert _last_state(half["run_dir"])["warmup"]["event_index"] == 6  # one epoch of 6 iterations
     assert cli.main(["train", "--resume", half["run_dir"], "--epochs", "3"]) == 0
     assert _metrics(half["run_dir"]) == records
@@ -345,7 +362,8 @@ def test_warmup_survives_resume(tmp_path):
 def test_channels_last_applies_on_cpu_and_the_saved_model_evaluates_alike(tmp_path):
     # width 0.125: at 0.0625, torch 2.14.1 on an AVX2-only CPU corrupts the heap in the channels_last backward of
     # layer2's shortcut (Conv2d 4->8, 1x1, stride 2) and the test process dies
-    result = train(tiny_config(tmp_path, run_name="nhwc", epochs=1, channels_last=True, device="cpu", width=0.125))
+    result = train(tiny_config(tmp_path, run_name="nhwc", epochs=1, channels_last=True, device="cpu", width=0.125,
+                               explain_at_end=False))
     run_dir = Path(result["run_dir"])
     derived = yaml.safe_load((run_dir / "config.yaml").read_text())["derived"]
     assert derived["precision"] == "fp32, channels_last"
@@ -393,7 +411,8 @@ def test_amp_on_trains_in_bf16_on_cpu_and_auto_where_the_cpu_has_it(tmp_path, mo
         return real(model, *args, **kwargs)
 
     monkeypatch.setattr(engines, "create_trainer", recording)
-    result = train(tiny_config(tmp_path, run_name="bf16", amp="on", epochs=1, probe_every=0, n_misclassified=2))
+    result = train(tiny_config(tmp_path, run_name="bf16", amp="on", epochs=1, probe_every=0,
+                               explain_at_end=False))
     derived = yaml.safe_load((Path(result["run_dir"]) / "config.yaml").read_text())["derived"]
     assert derived["precision"] == "bfloat16" and set(seen) == {torch.bfloat16}
     assert np.isfinite(result["val_accuracy"])
