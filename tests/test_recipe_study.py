@@ -8,12 +8,13 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 from pathlib import Path
 
 import pytest
+
+from ignite_cifar import cli
 
 from .helpers import REPO
 
@@ -73,7 +74,8 @@ def test_study_resumes_starts_skips_and_restarts(tmp_path, capsys):
     # adam stopped after its first epoch (what a kill between epochs leaves); shipped not begun
     variant = next(v for v in recipe_study.load_variants(["adam"]))
     cmd = recipe_study.train_command(variant, study_dir, recipe_study.DRY_FLAGS) + ["--epochs", "1"]
-    subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
+    assert cmd[1:4] == ["-m", "ignite_cifar", "train"]
+    assert cli.main(cmd[3:]) == 0  # in this process: the study's own calls below are the processes under test
     first_epoch = _history(study_dir / "adam")["epochs"]
     assert len(first_epoch) == 1
 
