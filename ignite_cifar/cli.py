@@ -124,16 +124,18 @@ def config_from_args(args: argparse.Namespace) -> Config:
 def _train(args: argparse.Namespace) -> None:
     """`train`; with --resume, the resumed run's config.yaml replaces the defaults and --config, and the flags
     given now update it (resume.py works out what they change)."""
-    from .launch import train
-
     given = given_flags(args)
     if given.get("resume"):
+        from .launch import train
         from .resume import plan_resume
 
         plan = plan_resume(given["resume"], given)
         train(plan.config, plan)
     else:
-        train(config_from_args(args))
+        config = config_from_args(args)  # a bad value is refused here, before torch is imported (about 5 s)
+        from .launch import train
+
+        train(config)
 
 
 def _lr_find(args: argparse.Namespace) -> None:

@@ -253,6 +253,15 @@ def test_a_real_process_prints_one_line_and_no_traceback(tmp_path):
     assert proc.returncode != 0 and "Traceback" in proc.stderr
 
 
+def test_a_bad_flag_value_is_refused_before_torch_is_imported():
+    """The one-line refusal comes at once, not after the seconds torch takes to import."""
+    code = ("import sys; from ignite_cifar.cli import main; code = main(['train', '--lr', '-1']); "
+            "print(code, 'torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.stdout.split() == ["2", "False"], proc.stderr
+    assert proc.stderr.strip() == "ignite-cifar: error: lr: must be > 0, got -1.0"
+
+
 class _Marker:
     """Unpickling this runs os.system: a stand-in for a malicious checkpoint."""
 
