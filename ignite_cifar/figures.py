@@ -28,8 +28,9 @@ def curves(records: Sequence[dict[str, Any]]) -> Figure:
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend()
-    # fixed margins (what tight_layout chose for these labels): this is redrawn after every epoch, and tight_layout
-    # measured every tick label each time (a 40-epoch figure drawn and saved: 0.25 s with it, 0.18 s without)
+    # fixed margins, set by eye to match tight_layout's picture of a 40-epoch run (compared side by side): this is
+    # redrawn after every epoch, and tight_layout measured every tick label each time (drawn and saved: 0.25 s with
+    # it, 0.18 s without)
     fig.subplots_adjust(left=0.07, right=0.985, bottom=0.12, top=0.93, wspace=0.2)
     return fig
 
