@@ -8,8 +8,10 @@ import torch
 from torch import nn
 
 from .choices import ARCHITECTURES, NORMS
+from .standardized_conv import StandardizedConv2d
 
 NormFactory = Callable[[int], nn.Module]
+ConvType = type[nn.Conv2d]
 
 
 def norm_factory(norm: str) -> NormFactory:
@@ -29,16 +31,16 @@ def _groups(channels: int) -> int:
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int, stride: int, make_norm: NormFactory):
+    def __init__(self, in_ch: int, out_ch: int, stride: int, make_norm: NormFactory, conv: ConvType = nn.Conv2d):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
+        self.conv1 = conv(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
         self.norm1 = make_norm(out_ch)
-        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, stride=1, padding=1, bias=False)
+        self.conv2 = conv(out_ch, out_ch, 3, stride=1, padding=1, bias=False)
         self.norm2 = make_norm(out_ch)
         self.relu = nn.ReLU(inplace=True)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_ch != out_ch:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), make_norm(out_ch))
+            self.shortcut = nn.Sequential(conv(in_ch, out_ch, 1, stride=stride, bias=False), make_norm(out_ch))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.norm1(self.conv1(x)))
@@ -47,15 +49,17 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    """3x3 stem, four stages (64/128/256/512 x width channels, strides 1/2/2/2), global average pool, linear."""
+    """3x3 stem, four stages (64/128/256/512 x width channels, strides 1/2/2/2), global average pool, linear; every
+    convolution weight-standardized with `weight_standardization`."""
 
     def __init__(self, blocks: list[int], num_classes: int = 10, norm: str = "layer", width: float = 1.0,
-                 zero_init_residual: bool = False):
+                 zero_init_residual: bool = False, weight_standardization: bool = False):
         super().__init__()
         make_norm = norm_factory(norm)
+        conv: ConvType = StandardizedConv2d if weight_standardization else nn.Conv2d
         base = max(1, round(64 * width))
         channels = [base, base * 2, base * 4, base * 8]
-        self.conv1 = nn.Conv2d(3, base, 3, stride=1, padding=1, bias=False)
+        self.conv1 = conv(3, base, 3, stride=1, padding=1, bias=False)
         self.norm1 = make_norm(base)
         self.relu = nn.ReLU(inplace=True)
         in_ch = base
@@ -64,7 +68,7 @@ class ResNet(nn.Module):
             stride = 1 if i == 0 else 2
             layers = []
             for j in range(n):
-                layers.append(BasicBlock(in_ch, out_ch, stride if j == 0 else 1, make_norm))
+                layers.append(BasicBlock(in_ch, out_ch, stride if j == 0 else 1, make_norm, conv))
                 in_ch = out_ch
             stages.append(nn.Sequential(*layers))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
@@ -88,10 +92,11 @@ BLOCKS = {"resnet18": [2, 2, 2, 2], "resnet34": [3, 4, 6, 3]}  # per stage; the 
 
 
 def build_model(name: str = "resnet18", num_classes: int = 10, norm: str = "layer", width: float = 1.0,
-                zero_init_residual: bool = False) -> ResNet:
+                zero_init_residual: bool = False, weight_standardization: bool = False) -> ResNet:
     """A CIFAR ResNet (`resnet18` or `resnet34`) for 32x32 images; `zero_init_residual` starts each block's last
-    norm weight at 0, so every block starts as relu(shortcut(x))."""
+    norm weight at 0, so every block starts as relu(shortcut(x)); `weight_standardization` standardizes every
+    convolution's kernels (standardized_conv.StandardizedConv2d)."""
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(ARCHITECTURES)}")
     return ResNet(BLOCKS[name], num_classes=num_classes, norm=norm, width=width,
-                  zero_init_residual=zero_init_residual)
+                  zero_init_residual=zero_init_residual, weight_standardization=weight_standardization)

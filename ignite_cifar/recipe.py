@@ -12,9 +12,11 @@ from .models import ResNet, build_model
 
 
 def configured_model(config: Config, num_classes: int, width: float | None = None) -> ResNet:
-    """The configured network (model, norm, width, zero-init of the residual branches); `width` overrides."""
+    """The configured network (model, norm, width, zero-init of the residual branches, weight standardization);
+    `width` overrides."""
     return build_model(config.model, num_classes, config.norm, config.width if width is None else width,
-                       zero_init_residual=config.zero_init_residual)
+                       zero_init_residual=config.zero_init_residual,
+                       weight_standardization=config.weight_standardization)
 
 
 NO_DECAY = "no_decay"  # the name of the param group of norm weights and biases with --no-decay-norm-bias
