@@ -312,5 +312,13 @@ def make_config(*layers: Mapping[str, Any]) -> Config:
     return Config(**values).validate()
 
 
+def saved_run_config(saved: Mapping[str, Any], *later: Mapping[str, Any]) -> Config:
+    """The config of a run read back from its config.yaml (`saved`, the fields without the derived section), then
+    updated by `later` (e.g. the flags given now). A field missing from `saved` was added to ignite-cifar after the
+    run was trained, and the run had the original recipe's behaviour for it, which the mission config pins field by
+    field; today's default may differ (a run saved before weight standardization existed is rebuilt without it)."""
+    return make_config(read_yaml("mission"), saved, *later)
+
+
 def dump_yaml(data: Mapping[str, Any]) -> str:
     return yaml.safe_dump(dict(data), sort_keys=False)

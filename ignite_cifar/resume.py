@@ -10,7 +10,7 @@ from typing import Any, Mapping
 import torch
 
 from . import files
-from .config import Config, make_config, read_yaml
+from .config import Config, read_yaml, saved_run_config
 from .errors import CheckpointError, ConfigError
 from .recipe import configured_model
 
@@ -48,7 +48,7 @@ def plan_resume(resume: str, given: Mapping[str, Any]) -> ResumePlan:
     files.check_run_folder(run_dir, "resume")
     files.read_history(run_dir / files.HISTORY_FILE)  # a damaged history is refused now, not after the run started
     saved = saved_config(run_dir)
-    config = make_config(saved, given, {"resume": resume})
+    config = saved_run_config(saved, given, {"resume": resume})
     saved_optimizer = saved.get("optimizer", "sgd")
     if saved_optimizer != config.optimizer:
         raise ConfigError(f"optimizer: {run_dir} was trained with {saved_optimizer}; its optimizer state cannot "

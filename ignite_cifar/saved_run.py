@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from . import files
-from .config import Config, make_config, read_yaml
+from .config import Config, read_yaml, saved_run_config
 from .data import load_data
 from .errors import CheckpointError, UserError
 from .explain import evaluate_split, evaluation_summary, write_explanations
@@ -52,7 +52,7 @@ def load_run(run: str | None = None, checkpoint: str | None = None, which: str =
     if not all(k in derived for k in ("classes", "mean", "std")):
         raise UserError(f"run: {run_dir / files.CONFIG_FILE} lacks the derived classes/mean/std a finished run "
                         "writes")
-    config: Config = make_config(raw)
+    config: Config = saved_run_config(raw)
     model = configured_model(config, len(derived["classes"]))
     files.load_model_weights(model, files.model_state(state, ckpt), ckpt)
     return config, derived, model, ckpt, run_dir

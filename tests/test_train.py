@@ -19,9 +19,11 @@ from ignite_cifar.data import load_data
 from ignite_cifar.errors import TrainingStopped
 from ignite_cifar.launch import train
 from ignite_cifar.models import ResNet
+from ignite_cifar.resume import plan_resume
 from ignite_cifar.saved_run import load_run
+from ignite_cifar.standardized_conv import StandardizedConv2d
 
-from .helpers import tiny_config
+from .helpers import MISSION_RECIPE, tiny_config
 
 METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "iteration")
 
@@ -91,6 +93,22 @@ def test_every_listed_mistake_is_misclassified_by_the_saved_model(smoke_run):
 def smoke_copy(smoke_run, tmp_path) -> Path:
     """A private copy of the shared smoke run, for tests that rewrite its files (explain, evaluate)."""
     return Path(shutil.copytree(smoke_run[0], tmp_path / "smoke"))
+
+
+def test_fields_a_run_was_saved_without_are_read_back_as_the_original_recipe(smoke_copy):
+    """A field missing from a run's config.yaml was added to ignite-cifar after the run was trained, which then had
+    the original (mission) recipe's behaviour for it: explain/evaluate and --resume rebuild that, not today's
+    default (a weight average, the plateau on it, standardized convolutions)."""
+    run_dir = smoke_copy
+    saved = yaml.safe_load((run_dir / files.CONFIG_FILE).read_text())
+    added_later = ("weight_standardization", "decay_norm_bias", "ema_decay", "plateau_on")
+    (run_dir / files.CONFIG_FILE).write_text(yaml.safe_dump({k: v for k, v in saved.items() if k not in added_later}))
+    config, _, model, _, _ = load_run(str(run_dir))
+    resumed = plan_resume(str(run_dir), {"epochs": 3}).config
+    for read_back in (config, resumed):
+        assert {name: getattr(read_back, name) for name in added_later} == {name: MISSION_RECIPE[name]
+                                                                         for name in added_later}
+    assert not isinstance(model.conv1, StandardizedConv2d)
 
 
 def test_explain_draws_both_figures_from_the_same_images(smoke_copy, monkeypatch):
