@@ -48,16 +48,15 @@ def plan_resume(resume: str, given: Mapping[str, Any]) -> ResumePlan:
     files.check_run_folder(run_dir, "resume")
     files.read_history(run_dir / files.HISTORY_FILE)  # a damaged history is refused now, not after the run started
     saved = saved_config(run_dir)
-    config = saved_run_config(saved, given, {"resume": resume})
-    saved_optimizer = saved.get("optimizer", "sgd")
-    if saved_optimizer != config.optimizer:
-        raise ConfigError(f"optimizer: {run_dir} was trained with {saved_optimizer}; its optimizer state cannot "
+    trained, config = saved_run_config(saved), saved_run_config(saved, given, {"resume": resume})
+    if trained.optimizer != config.optimizer:
+        raise ConfigError(f"optimizer: {run_dir} was trained with {trained.optimizer}; its optimizer state cannot "
                           f"continue as {config.optimizer} (leave --optimizer out to resume it)")
-    if bool(saved.get("decay_norm_bias", True)) != config.decay_norm_bias:
+    if trained.decay_norm_bias != config.decay_norm_bias:
         raise ConfigError(f"decay_norm_bias: {run_dir} was trained with decay_norm_bias "
-                          f"{saved.get('decay_norm_bias', True)}; its optimizer's param groups cannot change on resume "
+                          f"{trained.decay_norm_bias}; its optimizer's param groups cannot change on resume "
                           "(leave --decay-norm-bias/--no-decay-norm-bias out to resume it)")
-    lr_override = config.lr if "lr" in given and float(saved.get("lr", config.lr)) != config.lr else None
+    lr_override = config.lr if "lr" in given and trained.lr != config.lr else None
     return ResumePlan(checkpoint, run_dir, state, config, lr_override)
 
 
