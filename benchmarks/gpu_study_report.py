@@ -2,7 +2,9 @@
 
 A run counts as a result only when its process exited 0, it recorded every planned epoch and the final test
 evaluation: anything else (cut off by the time budget, failed, never started) is listed as unfinished, with how
-far it got, and no accuracy. Every figure is read from the run folders (benchmarks/gpu_report.run_summary).
+far it got, and no accuracy. Every figure is read from the run folders (benchmarks/gpu_report.run_summary). A run
+whose settings leave the assignment's rules (a horizontal flip, say: ignite_cifar.assignment_rules) says so in its
+row: it is reported, never a candidate for the default.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_report import run_summary  # noqa: E402
+
+from ignite_cifar.assignment_rules import outside_rules  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -52,7 +56,7 @@ def study_rows(status: list[dict], runs: Path) -> list[dict]:
         finished = (entry["rc"] == 0 and summary["epochs_done"] > 0 and summary["epochs_done"] == planned
                     and summary.get("final_test") is not None)
         row = {**entry, "finished": finished, "seed": config.get("seed"), "epochs_done": summary["epochs_done"],
-               "epochs_planned": planned}
+               "epochs_planned": planned, "outside_rules": outside_rules(config)}
         if finished:
             row.update(test_accuracy=summary["final_test"]["test_accuracy"], best_val=summary["best_val"],
                        best_epoch=summary["best_epoch"], lr_cuts=[e for e, _, _ in summary["lr_drops"]],
@@ -72,6 +76,10 @@ def _why(row: dict) -> str:
     return "ended without its final evaluation"
 
 
+def _rules(row: dict) -> str:
+    return "**no**: " + "; ".join(row["outside_rules"]) if row["outside_rules"] else "yes"
+
+
 def report(args: argparse.Namespace, env: dict, rows: list[dict]) -> str:
     dry = args.dry == "1"
     title = "GPU study" + (" (DRY RUN on CPU: tiny sizes, not a result)" if dry else "")
@@ -85,14 +93,15 @@ def report(args: argparse.Namespace, env: dict, rows: list[dict]) -> str:
              f"- time budget of the whole study: {args.budget:.0f} s; the recipes ran back to back in the order "
              "listed, one process each, sharing one compile cache", "",
              f"| variant | seed | test accuracy at epoch {planned} | best val accuracy (epoch) | LR cuts after epoch "
-             "| wall time of the epochs | process wall time | training images/s (median) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| wall time of the epochs | process wall time | training images/s (median) "
+             "| under the assignment's rules |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["finished"]:
             cuts = ", ".join(str(e) for e in r["lr_cuts"]) or "none"
             lines.append(f"| {r['name']} | {r['seed']} | **{100 * r['test_accuracy']:.2f}%** | "
                          f"{100 * r['best_val']:.2f}% ({r['best_epoch']}) | {cuts} | {r['wall_s']:.1f} s | "
-                         f"{r['process_wall_s']:.0f} s | {r['median_ips']:.0f} |")
+                         f"{r['process_wall_s']:.0f} s | {r['median_ips']:.0f} | {_rules(r)} |")
     unfinished = [r for r in rows if not r["finished"]]
     if unfinished:
         lines += ["", "## Unfinished (not results)", ""]

@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import yaml  # noqa: E402
 
 from ignite_cifar import files  # noqa: E402
+from ignite_cifar.assignment_rules import outside_rules  # noqa: E402
 from ignite_cifar.config import Config  # noqa: E402
 
 REPORT, CURVES = "RECIPE.md", "recipe-curves.png"
@@ -161,7 +162,9 @@ RULE = ("**The rule.** Runs named `<recipe>-seed<N>` are more seeds of `<recipe>
         f"Variants named `{DEFAULT}-<change>` are changes to the default recipe (`{DEFAULT}`) and are also judged "
         f"against it, by the same rule with `{BASELINE}`'s seed noise as a floor (its standard deviation and range "
         "count when they are the larger): two seeds measure a standard deviation poorly, and the seed noise belongs "
-        "to the setup more than to the recipe. The default changes only on a win there.")
+        "to the setup more than to the recipe. The default changes only on a win there, and only to a recipe under "
+        "the assignment's rules: a recipe outside them (an augmentation the assignment lacks, another norm or "
+        "epoch count: `ignite_cifar/assignment_rules.py`) is marked in its row and never becomes the default.")
 
 
 def recipe_of(name: str) -> str:
@@ -207,6 +210,18 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f}"
 
 
+def _against_default(recipe: str, accs: list[float], default: list[float], base: list[float], broken: bool) -> str:
+    """The last three cells of a recipe's verdict row: its verdict against the default, for `combination-<change>`."""
+    if recipe == DEFAULT:
+        return "the default | | |"
+    if not (recipe.startswith(DEFAULT + "-") and default):
+        return "| | |"
+    gain, margin, words = verdict(default, accs, floor=base)
+    if broken:
+        words += " (outside the assignment's rules: never the default)"
+    return f"{100 * gain:+.2f} | {_pct(margin)} | {words} |"
+
+
 def noise_section(summaries: dict[str, dict[str, Any]]) -> str:
     """The rule, the baseline's seeds, and one verdict line per recipe in a table."""
     groups = recipe_accuracies(summaries)
@@ -220,6 +235,7 @@ def noise_section(summaries: dict[str, dict[str, Any]]) -> str:
              f"(`{DEFAULT}`) | must exceed | verdict against the default |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     default = [acc for _, acc in groups.get(DEFAULT, [])]
+    broken = {recipe_of(name): outside_rules(s["variant"].overrides) for name, s in summaries.items()}
     for recipe, runs in groups.items():
         accs = [acc for _, acc in runs]
         r_mean, r_std, _ = spread(accs)
@@ -228,14 +244,11 @@ def noise_section(summaries: dict[str, dict[str, Any]]) -> str:
             lines.append(f"| {recipe} | {seeds} | {_pct(r_mean)} | {_pct(r_std)} | baseline | | | | | |")
             continue
         gain, margin, words = verdict(base, accs)
-        against_default = "| | |"
-        if recipe.startswith(DEFAULT + "-") and default:
-            d_gain, d_margin, d_words = verdict(default, accs, floor=base)
-            against_default = f"{100 * d_gain:+.2f} | {_pct(d_margin)} | {d_words} |"
-        elif recipe == DEFAULT:
-            against_default = "the default | | |"
-        lines.append(f"| {recipe} | {seeds} | {_pct(r_mean)} | {_pct(r_std)} | {100 * gain:+.2f} | "
-                     f"{_pct(margin)} | {words} | {against_default}")
+        name = recipe + (f" (**outside the assignment's rules**: {', '.join(broken[recipe])})"
+                         if broken.get(recipe) else "")
+        tail = _against_default(recipe, accs, default, base, bool(broken.get(recipe)))
+        lines.append(f"| {name} | {seeds} | {_pct(r_mean)} | {_pct(r_std)} | {100 * gain:+.2f} | "
+                     f"{_pct(margin)} | {words} | {tail}")
     return "\n".join(lines)
 
 

@@ -55,29 +55,47 @@ def test_a_spent_budget_starts_nothing_and_reports_no_result(tmp_path):
     assert not (out / "runs.tar.gz").exists()
 
 
-def test_a_run_cut_off_by_the_budget_is_unfinished_not_a_result(dry_study, tmp_path):
-    """The report script on a study whose second run was stopped by the budget after its first of 40 epochs."""
+def _dry_runs(dry_study, tmp: Path, name: str, **changes) -> Path:
+    """The dry study's finished run, unpacked under tmp/runs as `name`, its config.yaml changed by `changes`."""
     _, out = dry_study
-    runs = tmp_path / "runs"
+    runs = tmp / "runs"
     runs.mkdir()
     with tarfile.open(out / "runs.tar.gz") as tar:
         tar.extractall(runs, filter="data")
-    cut = runs / "adam"
-    (runs / "shipped").rename(cut)
-    config = yaml.safe_load((cut / "config.yaml").read_text())
-    (cut / "config.yaml").write_text(yaml.safe_dump({**config, "epochs": 40}))
-    env = tmp_path / "env.json"
+    run = runs / name
+    (runs / "shipped").rename(run)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    (run / "config.yaml").write_text(yaml.safe_dump({**config, **changes}))
+    return runs
+
+
+def _report(tmp: Path, runs: Path, status: str) -> str:
+    """gpu_study_report.py on `runs` with `status` (one line per recipe: name, exit code, wall s, limit s)."""
+    env = tmp / "env.json"
     env.write_text(json.dumps({"date": "d", "device": "cpu", "capability": None, "gpu_memory_gib": None,
                                "driver": None, "cpu_cores": 2, "python": "3", "torch": "t", "cuda": None,
                                "cudnn": None}))
-    status = tmp_path / "status"
-    status.write_text("adam 124 300 300\nema -1 0 12\n")
-    report_file = tmp_path / "STUDY-GPU.md"
-    subprocess.run([sys.executable, "benchmarks/gpu_study_report.py", "--env", str(env), "--status", str(status),
-                    "--runs", str(runs), "--out", str(report_file), "--json", str(tmp_path / "rows.json")],
-                   cwd=REPO, check=True, capture_output=True)
-    report = report_file.read_text()
+    (tmp / "status").write_text(status)
+    report_file = tmp / "STUDY-GPU.md"
+    subprocess.run([sys.executable, "benchmarks/gpu_study_report.py", "--env", str(env), "--status",
+                    str(tmp / "status"), "--runs", str(runs), "--out", str(report_file), "--json",
+                    str(tmp / "rows.json")], cwd=REPO, check=True, capture_output=True)
+    return report_file.read_text()
+
+
+def test_a_run_cut_off_by_the_budget_is_unfinished_not_a_result(dry_study, tmp_path):
+    """The report script on a study whose second run was stopped by the budget after its first of 40 epochs."""
+    runs = _dry_runs(dry_study, tmp_path, "adam", epochs=40)
+    report = _report(tmp_path, runs, "adam 124 300 300\nema -1 0 12\n")
     assert "- adam: cut off by the time budget after 300 s (limit 300 s); 1 of 40 epochs recorded" in report
     assert "- ema: not started" in report
     assert "**" not in report and "| adam |" not in report
     assert [r["finished"] for r in json.loads((tmp_path / "rows.json").read_text())] == [False, False]
+
+
+def test_a_finished_run_outside_the_assignments_rules_says_so_in_its_row(dry_study, tmp_path):
+    runs = _dry_runs(dry_study, tmp_path, "combination-hflip", p_hflip=0.5)
+    report = _report(tmp_path, runs, "combination-hflip 0 30 300\n")
+    row = next(line for line in report.splitlines() if line.startswith("| combination-hflip | 42 | **"))
+    # the dry run's single epoch is outside the rules too
+    assert row.endswith("| **no**: epochs 1 (the assignment: 40); horizontal flip |")

@@ -171,6 +171,26 @@ def test_changes_to_the_default_are_judged_against_it_with_the_baseline_noise_as
     assert len({row.count("|") for row in rows}) == 1  # every row has the header's cells
 
 
+def test_a_recipe_outside_the_assignments_rules_is_marked_and_never_wins_the_default():
+    summaries = _summaries({"shipped": 0.80, "shipped-seed2": 0.79, "shipped-seed3": 0.81,
+                            "combination": 0.835, "combination-seed2": 0.833,
+                            "combination-flip": 0.87, "combination-flip-seed2": 0.868})
+    for name in ("combination-flip", "combination-flip-seed2"):
+        summaries[name]["variant"] = recipe_study.Variant(name, "", {"p_hflip": 0.5})
+    text = recipe_report.noise_section(summaries)
+    flip = next(line for line in text.splitlines() if line.startswith("| combination-flip"))
+    assert "(**outside the assignment's rules**: horizontal flip)" in flip
+    assert flip.endswith("| wins (outside the assignment's rules: never the default) |")
+    assert "outside" not in next(line for line in text.splitlines() if line.startswith("| combination |"))
+
+
+def test_the_recipe_files_say_when_they_leave_the_assignments_rules():
+    """A recipe outside the rules says so in the first words of its description, and the others keep them."""
+    for variant in recipe_study.load_variants():
+        outside = bool(recipe_report.outside_rules(variant.overrides))
+        assert outside == variant.about.startswith("OUTSIDE THE ASSIGNMENT'S RULES"), variant.name
+
+
 def test_the_rule_waits_for_two_baseline_seeds_and_ignores_unfinished_runs():
     one_seed = recipe_report.noise_section(_summaries({"shipped": 0.80, "a": 0.90}))
     assert "| +10.00 | - | no noise measured yet |" in one_seed and "| wins |" not in one_seed

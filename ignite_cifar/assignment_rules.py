@@ -1,0 +1,42 @@
+"""What the original assignment allows a recipe to change, and where a run's settings leave it.
+
+The assignment fixes the network family (ResNet18 or ResNet34 with LayerNorm only), 40 epochs and its three
+augmentations (a random 32x32 crop after padding 4, a rotation of up to 5 degrees, one 16x16 cutout). The optimizer,
+lr, weight decay, a weight average, label smoothing, the plateau settings and how often each of the three
+augmentations fires are the recipe's to choose. Whether a warmup is "short" is not judged here.
+
+Reports mark a run outside the rules so that it is read in its own row and never becomes the default. Torch-free:
+reading a run's config.yaml needs no model.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from .choices import ARCHITECTURES
+
+PINNED = {  # field: (the assignment's value, what it is called in a report)
+    "norm": ("layer", "normalization"),
+    "epochs": (40, "epochs"),
+    "crop_padding": (4, "crop padding"),
+    "rotate_limit": (5.0, "rotation limit"),
+    "cutout_size": (16, "cutout size"),
+}
+EXTRA_AUGMENTATIONS = {  # probability field: the augmentation it adds, which the assignment does not have
+    "p_hflip": "horizontal flip",
+    "p_shift_scale_rotate": "shift/scale/rotate",
+    "p_to_gray": "gray conversion",
+}
+
+
+def outside_rules(fields: Mapping[str, Any]) -> list[str]:
+    """Each way `fields` (a run's config.yaml, or a recipe's overrides: a field left out is the assignment's) leaves
+    the assignment's rules, in words; empty when it keeps them."""
+    reasons = []
+    if fields.get("model", ARCHITECTURES[0]) not in ARCHITECTURES:
+        reasons.append(f"model {fields['model']}")
+    for name, (allowed, words) in PINNED.items():
+        if name in fields and fields[name] != allowed:
+            reasons.append(f"{words} {fields[name]} (the assignment: {allowed})")
+    reasons += [words for name, words in EXTRA_AUGMENTATIONS.items() if float(fields.get(name) or 0) > 0]
+    return reasons

@@ -1,0 +1,37 @@
+"""What the assignment allows (ignite_cifar/assignment_rules.py): the original and the default recipe keep its rules;
+an added augmentation, another norm, epoch count, model or augmentation size is named."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from ignite_cifar.assignment_rules import outside_rules
+from ignite_cifar.config import make_config, read_yaml
+
+
+def test_the_mission_recipe_and_the_default_keep_the_rules():
+    assert outside_rules(read_yaml("mission")) == []
+    assert outside_rules(dataclasses.asdict(make_config())) == []
+
+
+def test_the_recipes_own_choices_keep_the_rules():
+    chosen = {"optimizer": "adamw", "lr": 0.004, "weight_decay": 0.05, "ema_decay": 0.999, "label_smoothing": 0.1,
+              "warmup_epochs": 2, "p_cutout": 1.0, "p_rotate": 0.0, "model": "resnet34", "width": 0.25,
+              "weight_standardization": True, "p_hflip": 0.0}
+    assert outside_rules(chosen) == []
+
+
+@pytest.mark.parametrize("fields, words", [
+    ({"p_hflip": 0.5}, ["horizontal flip"]),
+    ({"p_shift_scale_rotate": 0.3, "p_to_gray": 0.1}, ["shift/scale/rotate", "gray conversion"]),
+    ({"norm": "group"}, ["normalization group (the assignment: layer)"]),
+    ({"epochs": 60}, ["epochs 60 (the assignment: 40)"]),
+    ({"crop_padding": 8, "rotate_limit": 15, "cutout_size": 8},
+     ["crop padding 8 (the assignment: 4)", "rotation limit 15 (the assignment: 5.0)",
+      "cutout size 8 (the assignment: 16)"]),
+    ({"model": "resnet50"}, ["model resnet50"]),
+])
+def test_each_way_out_of_the_rules_is_named(fields, words):
+    assert outside_rules(fields) == words
