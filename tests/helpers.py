@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 import tarfile
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -17,6 +20,18 @@ MEAN = (0.31, 0.52, 0.73)
 STD = (0.21, 0.23, 0.19)
 MISSION_RECIPE = read_yaml("mission")  # the assignment's recipe, field by field (ignite_cifar/configs/mission.yaml)
 ARCHIVE = Path(os.environ.get("IGNITE_CIFAR_ARCHIVE", REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"))
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """A benchmarks/ script as a module, registered under its name (dataclasses and the scripts' imports of each
+    other look it up there): load the ones a script imports first."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_config(tmp_path: Path, **overrides):

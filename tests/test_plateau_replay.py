@@ -3,20 +3,15 @@ rules say, skips a warmup's epochs, and never claims a cut beyond the run's own 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 
 import yaml
 
 from ignite_cifar.schedules import Plateau
 
-from .helpers import REPO
+from .helpers import load_benchmark
 
-_spec = importlib.util.spec_from_file_location("plateau_replay", REPO / "benchmarks" / "plateau_replay.py")
-plateau_replay = importlib.util.module_from_spec(_spec)
-sys.modules["plateau_replay"] = plateau_replay
-_spec.loader.exec_module(plateau_replay)
+plateau_replay = load_benchmark("plateau_replay")
 
 LOSSES = [1.0, 0.9, 0.895, 0.893, 0.892]  # after epoch 2 only gains far below 0.01
 

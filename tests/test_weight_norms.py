@@ -3,21 +3,15 @@ average apart, and sizes a fresh model of the run's width."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import pytest
 import torch
 import yaml
 
 from ignite_cifar.models import build_model
 
-from .helpers import REPO
+from .helpers import load_benchmark
 
-_spec = importlib.util.spec_from_file_location("weight_norms", REPO / "benchmarks" / "weight_norms.py")
-weight_norms = importlib.util.module_from_spec(_spec)
-sys.modules["weight_norms"] = weight_norms
-_spec.loader.exec_module(weight_norms)
+weight_norms = load_benchmark("weight_norms")
 
 
 def test_the_norm_counts_conv_kernels_only():
