@@ -1,11 +1,11 @@
-"""The recipe study's report: what each run reached, kept as a small record, and the noise rule applied to every recipe.
+"""The recipe study's report: what each run reached, kept as a small record, and the noise rule's verdicts.
 
 A run folder holds checkpoints and TensorBoard files and is not committed; so when a run finishes, the numbers the
 report shows are kept in `benchmarks/recipe-runs/<variant>.json` (every epoch's val accuracy and lr, the final test,
 the seed and the precision). The report reads a run folder where there is one and its record where there is not, so
 running one variant never loses the rows of the others.
 
-Runs named `<recipe>-seed<N>` are further seeds of `<recipe>`: the rule compares recipes by their mean over seeds.
+The rule and its verdicts are recipe_rule.py's; this file reads the runs and writes RECIPE.md and the curves.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
-import re
 import statistics
 from pathlib import Path
 from typing import Any
@@ -23,17 +22,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import yaml  # noqa: E402
+from recipe_rule import noise_section, pct  # noqa: E402
 
 from ignite_cifar import files  # noqa: E402
-from ignite_cifar.assignment_rules import outside_rules  # noqa: E402
 from ignite_cifar.config import Config  # noqa: E402
 
 REPORT, CURVES = "RECIPE.md", "recipe-curves.png"
 RECORDS = Path(__file__).resolve().parent / "recipe-runs"
 SPEED_NOTE = Path(__file__).resolve().parent / "RECIPE-SPEED.md"  # how the study's speed setting was chosen
 REPORT_EPOCHS = (10, 20, 30, 40)
-BASELINE = "shipped"
-DEFAULT = "combination"  # the shipped default recipe since 2026-11-30; `combination-<change>` variants change it
 KEPT = ("epochs_done", "epochs", "val", "raw_val", "lr", "best", "test_accuracy", "lr_drops", "images_per_s",
         "wall_s", "seed", "precision", "source")
 BY_EPOCH = ("val", "raw_val")  # {epoch: accuracy}; json keeps the epochs as strings
@@ -146,125 +143,19 @@ def collect(variants: list, study_dir: Path, epochs: int, records_dir: Path) -> 
     return summaries
 
 
-# ---------------------------------------------------------------- the noise rule
-HOW_TO_READ = ("**How to read this.** The val split here is the test split (`--val-split 0`, as in the original "
-               "assignment): the plateau scheduler steps on the test loss and the best epoch is chosen on test "
-               "accuracy, so picking the recipe by these numbers is a mild selection on the test set.")
-RULE = ("**The rule.** Runs named `<recipe>-seed<N>` are more seeds of `<recipe>`; a recipe's accuracy is the mean "
-        f"final test accuracy over its seeds. A recipe wins against `{BASELINE}` when its mean beats `{BASELINE}`'s "
-        "mean by more than twice the larger of the two standard deviations (sample standard deviation over seeds); "
-        f"with one seed it must beat `{BASELINE}`'s mean by more than `{BASELINE}`'s seed range (highest minus "
-        "lowest seed), and its verdict stays provisional until a second seed agrees. A recipe that falls short of "
-        "the mean by as much is worse beyond the noise; anything between is within the noise, whichever way it "
-        "points. Runs in bf16 (`--amp auto` on this CPU since 2026-11-30) are compared with fp32 runs as they are: "
-        "the same seed in both precisions ended 0.11 points apart (`shipped` against `shipped-bf16`, "
-        "benchmarks/cpu-bf16/RESULTS.md). "
-        f"Variants named `{DEFAULT}-<change>` are changes to the default recipe (`{DEFAULT}`) and are also judged "
-        f"against it, by the same rule with `{BASELINE}`'s seed noise as a floor (its standard deviation and range "
-        "count when they are the larger): two seeds measure a standard deviation poorly, and the seed noise belongs "
-        "to the setup more than to the recipe. The default changes only on a win there, and only to a recipe under "
-        "the assignment's rules: a recipe outside them (an augmentation the assignment lacks, another norm or "
-        "epoch count: `ignite_cifar/assignment_rules.py`) is marked in its row and never becomes the default.")
-
-
-def recipe_of(name: str) -> str:
-    return re.sub(r"-seed\d+$", "", name)
-
-
-def recipe_accuracies(summaries: dict[str, dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
-    """Finished runs' (seed, final test accuracy) grouped by recipe, in the summaries' order."""
-    groups: dict[str, list[tuple[int, float]]] = {}
-    for name, s in summaries.items():
-        if s["state"] == "finished" and s["test_accuracy"] is not None:
-            groups.setdefault(recipe_of(name), []).append((s["seed"], s["test_accuracy"]))
-    return groups
-
-
-def spread(accs: list[float]) -> tuple[float, float | None, float]:
-    """Mean, sample standard deviation (None with one value) and range of a recipe's seeds."""
-    return statistics.mean(accs), statistics.stdev(accs) if len(accs) > 1 else None, max(accs) - min(accs)
-
-
-def verdict(base: list[float], other: list[float], floor: list[float] | None = None
-            ) -> tuple[float, float | None, str]:
-    """The rule applied: (gain in accuracy, margin it must exceed, words). No margin while the baseline has
-    fewer than two seeds. `floor`: the seeds of a recipe whose standard deviation and range are the least noise
-    assumed for the baseline."""
-    base_mean, base_std, base_range = spread(base)
-    mean, std, _ = spread(other)
-    gain = mean - base_mean
-    if floor and len(floor) > 1:
-        _, floor_std, floor_range = spread(floor)
-        base_std = floor_std if base_std is None else max(base_std, floor_std)
-        base_range, base = max(base_range, floor_range), base + floor  # enough seeds to judge
-    if len(base) < 2:
-        return gain, None, "no noise measured yet"
-    margin = 2 * max(base_std, std) if std is not None else base_range
-    words = "wins" if gain > margin else "worse, beyond the noise" if gain < -margin else "within the noise"
-    if std is None and words != "within the noise":
-        words += " (one seed: provisional until a second seed agrees)"
-    return gain, margin, words
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f}"
-
-
-def _against_default(recipe: str, accs: list[float], default: list[float], base: list[float], broken: bool) -> str:
-    """The last three cells of a recipe's verdict row: its verdict against the default, for `combination-<change>`."""
-    if recipe == DEFAULT:
-        return "the default | | |"
-    if not (recipe.startswith(DEFAULT + "-") and default):
-        return "| | |"
-    gain, margin, words = verdict(default, accs, floor=base)
-    if broken:
-        words += " (outside the assignment's rules: never the default)"
-    return f"{100 * gain:+.2f} | {_pct(margin)} | {words} |"
-
-
-def noise_section(summaries: dict[str, dict[str, Any]]) -> str:
-    """The rule, the baseline's seeds, and one verdict line per recipe in a table."""
-    groups = recipe_accuracies(summaries)
-    base = [acc for _, acc in groups.get(BASELINE, [])]
-    if not base:
-        return HOW_TO_READ + "\n\n" + RULE + f"\n\nNoise: not measured yet (no finished `{BASELINE}` run)."
-    mean, std, rng = spread(base)
-    lines = [HOW_TO_READ, "", RULE, "", f"`{BASELINE}` over {len(base)} seed(s): mean {_pct(mean)}%, standard "
-             f"deviation {_pct(std)} points, range {_pct(rng)} points.", "",
-             f"| recipe | seeds (final test %) | mean | std | vs {BASELINE} | must exceed | verdict | vs the default "
-             f"(`{DEFAULT}`) | must exceed | verdict against the default |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    default = [acc for _, acc in groups.get(DEFAULT, [])]
-    broken = {recipe_of(name): outside_rules(s["variant"].overrides) for name, s in summaries.items()}
-    for recipe, runs in groups.items():
-        accs = [acc for _, acc in runs]
-        r_mean, r_std, _ = spread(accs)
-        seeds = ", ".join(f"{seed}: {_pct(acc)}" for seed, acc in runs)
-        if recipe == BASELINE:
-            lines.append(f"| {recipe} | {seeds} | {_pct(r_mean)} | {_pct(r_std)} | baseline | | | | | |")
-            continue
-        gain, margin, words = verdict(base, accs)
-        name = recipe + (f" (**outside the assignment's rules**: {', '.join(broken[recipe])})"
-                         if broken.get(recipe) else "")
-        tail = _against_default(recipe, accs, default, base, bool(broken.get(recipe)))
-        lines.append(f"| {name} | {seeds} | {_pct(r_mean)} | {_pct(r_std)} | {100 * gain:+.2f} | "
-                     f"{_pct(margin)} | {words} | {tail}")
-    return "\n".join(lines)
-
-
 # ---------------------------------------------------------------- the report
 def _row(s: dict[str, Any]) -> str:
     status = {"finished": "finished", "missing": "not started"}.get(
         s["state"], f"**unfinished: {s['epochs_done']}/{s['epochs']} epochs**")
-    accs = " | ".join(_pct(s["val"].get(e)) for e in REPORT_EPOCHS)
-    best = f"{s['best'][0]} ({_pct(s['best'][1])})" if s["best"] else "-"
+    accs = " | ".join(pct(s["val"].get(e)) for e in REPORT_EPOCHS)
+    best = f"{s['best'][0]} ({pct(s['best'][1])})" if s["best"] else "-"
     drops = (", ".join(f"{e} ({lr:.0e})" for e, lr in s["lr_drops"]) or "none") if s["epochs_done"] else "-"
     ips = f"{s['images_per_s']:.0f}" if s["images_per_s"] else "-"
     wall = f"{s['wall_s'] / 60:.1f} min" if s["epochs_done"] else "-"
     precision = (s["precision"] or "-").split(",")[0]
-    raw = _pct(s["raw_val"].get(s["epochs"]))
+    raw = pct(s["raw_val"].get(s["epochs"]))
     return (f"| {s['variant'].name} | {status} | {s['seed']} | {precision} | {accs} | {best} | "
-            f"{_pct(s['test_accuracy'])} | {raw} | {drops} | {ips} | {wall} |")
+            f"{pct(s['test_accuracy'])} | {raw} | {drops} | {ips} | {wall} |")
 
 
 def write_report(summaries: dict[str, dict[str, Any]], out_dir: Path, data_note: str,

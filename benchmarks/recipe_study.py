@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from recipe_report import BASELINE, RECORDS, REPORT, collect, read_history, recipe_of, run_state, write_report
+from recipe_report import RECORDS, REPORT, collect, read_history, run_state, write_report
+from recipe_rule import BASELINE, recipe_of
 
 from ignite_cifar.config import make_config
 from ignite_cifar.errors import ConfigError
