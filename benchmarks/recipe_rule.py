@@ -113,9 +113,9 @@ def noise_section(summaries: dict[str, dict[str, Any]]) -> str:
             lines.append(f"| {recipe} | {seeds} | {pct(r_mean)} | {pct(r_std)} | baseline | | | | | |")
             continue
         gain, margin, words = verdict(base, accs)
-        name = recipe + (f" (**outside the assignment's rules**: {', '.join(broken[recipe])})"
-                         if broken.get(recipe) else "")
-        tail = _against_default(recipe, accs, default, base, bool(broken.get(recipe)))
+        reasons = broken.get(recipe, [])
+        name = recipe + (f" (**outside the assignment's rules**: {', '.join(reasons)})" if reasons else "")
+        tail = _against_default(recipe, accs, default, base, bool(reasons))
         lines.append(f"| {name} | {seeds} | {pct(r_mean)} | {pct(r_std)} | {100 * gain:+.2f} | "
                      f"{pct(margin)} | {words} | {tail}")
     return "\n".join(lines)

@@ -14,15 +14,17 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from .choices import ARCHITECTURES
+from .config import read_yaml
 
-PINNED = {  # field: (the assignment's value, what it is called in a report)
-    "norm": ("layer", "normalization"),
-    "epochs": (40, "epochs"),
-    "crop_padding": (4, "crop padding"),
-    "rotate_limit": (5.0, "rotation limit"),
-    "cutout_size": (16, "cutout size"),
+ASSIGNMENT = read_yaml("mission")  # the assignment's recipe, field by field (configs/mission.yaml)
+PINNED = {  # a field whose value must stay the assignment's: what it is called in a report
+    "norm": "normalization",
+    "epochs": "epochs",
+    "crop_padding": "crop padding",
+    "rotate_limit": "rotation limit",
+    "cutout_size": "cutout size",
 }
-EXTRA_AUGMENTATIONS = {  # probability field: the augmentation it adds, which the assignment does not have
+EXTRA_AUGMENTATIONS = {  # probability field (0 in the assignment): the augmentation it adds
     "p_hflip": "horizontal flip",
     "p_shift_scale_rotate": "shift/scale/rotate",
     "p_to_gray": "gray conversion",
@@ -35,8 +37,8 @@ def outside_rules(fields: Mapping[str, Any]) -> list[str]:
     reasons = []
     if fields.get("model", ARCHITECTURES[0]) not in ARCHITECTURES:
         reasons.append(f"model {fields['model']}")
-    for name, (allowed, words) in PINNED.items():
-        if name in fields and fields[name] != allowed:
-            reasons.append(f"{words} {fields[name]} (the assignment: {allowed})")
+    for name, words in PINNED.items():
+        if name in fields and fields[name] != ASSIGNMENT[name]:
+            reasons.append(f"{words} {fields[name]} (the assignment: {ASSIGNMENT[name]})")
     reasons += [words for name, words in EXTRA_AUGMENTATIONS.items() if float(fields.get(name) or 0) > 0]
     return reasons

@@ -7,8 +7,14 @@ import dataclasses
 
 import pytest
 
-from ignite_cifar.assignment_rules import outside_rules
+from ignite_cifar.assignment_rules import ASSIGNMENT, EXTRA_AUGMENTATIONS, PINNED, outside_rules
 from ignite_cifar.config import make_config, read_yaml
+
+
+def test_the_pinned_fields_and_extra_augmentations_are_read_from_the_mission_recipe():
+    assert {name: ASSIGNMENT[name] for name in PINNED} == {"norm": "layer", "epochs": 40, "crop_padding": 4,
+                                                          "rotate_limit": 5, "cutout_size": 16}
+    assert all(ASSIGNMENT[name] == 0 for name in EXTRA_AUGMENTATIONS)
 
 
 def test_the_mission_recipe_and_the_default_keep_the_rules():
@@ -29,7 +35,7 @@ def test_the_recipes_own_choices_keep_the_rules():
     ({"norm": "group"}, ["normalization group (the assignment: layer)"]),
     ({"epochs": 60}, ["epochs 60 (the assignment: 40)"]),
     ({"crop_padding": 8, "rotate_limit": 15, "cutout_size": 8},
-     ["crop padding 8 (the assignment: 4)", "rotation limit 15 (the assignment: 5.0)",
+     ["crop padding 8 (the assignment: 4)", "rotation limit 15 (the assignment: 5)",
       "cutout size 8 (the assignment: 16)"]),
     ({"model": "resnet50"}, ["model resnet50"]),
 ])
