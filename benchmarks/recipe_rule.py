@@ -28,8 +28,9 @@ RULE = ("**The rule.** Runs named `<recipe>-seed<N>` are more seeds of `<recipe>
         "points. Runs in bf16 (`--amp auto` on this CPU since 2026-11-30) are compared with fp32 runs as they are: "
         "the same seed in both precisions ended 0.11 points apart (`shipped` against `shipped-bf16`, "
         "benchmarks/cpu-bf16/RESULTS.md). "
-        f"Variants named `{DEFAULT}-<change>` are changes to the default recipe (`{DEFAULT}`) and are also judged "
-        f"against it, by the same rule with `{BASELINE}`'s seed noise as a floor (its standard deviation and range "
+        f"Every recipe is also judged against the default recipe (`{DEFAULT}`; variants named `{DEFAULT}-<change>` "
+        "change it, the others are other recipes of the assignment), by the same rule with "
+        f"`{BASELINE}`'s seed noise as a floor (its standard deviation and range "
         "count when they are the larger): two seeds measure a standard deviation poorly, and the seed noise belongs "
         "to the setup more than to the recipe. The default changes only on a win there, and only to a recipe under "
         "the assignment's rules: a recipe outside them (an augmentation the assignment lacks, another norm or "
@@ -80,10 +81,10 @@ def pct(x: float | None) -> str:
 
 
 def _against_default(recipe: str, accs: list[float], default: list[float], base: list[float], broken: bool) -> str:
-    """The last three cells of a recipe's verdict row: its verdict against the default, for `combination-<change>`."""
+    """The last three cells of a recipe's verdict row: its verdict against the default, for every other recipe."""
     if recipe == DEFAULT:
         return "the default | | |"
-    if not (recipe.startswith(DEFAULT + "-") and default):
+    if not default:
         return "| | |"
     gain, margin, words = verdict(default, accs, floor=base)
     if broken:
