@@ -91,8 +91,16 @@ def summary_line(report: dict[str, Any]) -> str:
             f"{m['deletion_auc/map']:.3f} vs {m['deletion_auc/random_regions']:.3f} for random regions (ratio "
             f"{m['deletion_ratio/random_regions']:.2f}), insertion AUC {m['insertion_auc/map']:.3f} vs "
             f"{m['insertion_auc/random_regions']:.3f} ({m['insertion_gain/random_regions']:+.3f}); Spearman after "
-            f"randomizing {stages}: faithful {'yes' if v['faithful'] else 'no'}, sanity check "
-            f"{'passed' if v['sane'] else 'failed'} (targets {fa.TARGETS}); see {JSON_FILE}")
+            f"randomizing {stages}: faithful {_faithful_words(v)}, sanity check "
+            f"{_sanity_words(v['sane'])} (targets {fa.TARGETS}); see {JSON_FILE}")
+
+
+def _faithful_words(verdict: dict[str, Any]) -> str:
+    return "yes" if verdict["faithful"] else f"no ({'; '.join(verdict['missed'])})"
+
+
+def _sanity_words(sane: bool | None) -> str:
+    return "not measured" if sane is None else "passed" if sane else "failed"
 
 
 def _figure(report: dict[str, Any], shown, to: Destination) -> None:

@@ -96,6 +96,18 @@ def test_noise_map_fails_the_faithfulness_check(trained):
     report = fa.assess(model, x, y, noise, "layer4", "gradcam", fa.Scoring(sanity=False))
     assert report["means"]["deletion_ratio/random_regions"] > 0.85
     assert not report["verdict"]["faithful"]
+    missed = report["verdict"]["missed"][0]
+    assert missed.startswith("deletion ratio ") and missed.endswith(" above 0.75")
+
+
+def test_the_verdict_names_each_missed_target_with_four_decimals():
+    means = {"deletion_ratio/random_regions": 0.71, "insertion_gain/random_regions": 0.0997}
+    v = fa.verdict(means)  # +0.100 at three decimals, yet below the 0.1 target
+    assert not v["faithful"] and v["missed"] == ["insertion gain +0.0997 below 0.1"] and v["sane"] is None
+    both = fa.verdict({**means, "deletion_ratio/random_regions": 0.81, "sanity_spearman/layer4": 0.05})
+    assert both["missed"] == ["deletion ratio 0.8100 above 0.75", "insertion gain +0.0997 below 0.1"] and both["sane"]
+    assert fa.verdict({**means, "insertion_gain/random_regions": 0.1}) == {
+        "faithful": True, "missed": [], "sane": None, "baseline": "random_regions", "targets": fa.TARGETS}
 
 
 def test_similarity_falls_when_layers_are_randomized(trained):
@@ -255,7 +267,7 @@ def test_completion_step_writes_scores_figure_scalars(tmp_path):
     import json
 
     from ignite_cifar.data import channel_stats, synthetic_split
-    from ignite_cifar.faithfulness_report import image_groups, write_faithfulness
+    from ignite_cifar.faithfulness_report import image_groups, summary_line, write_faithfulness
     from ignite_cifar.mistakes import Predictions
     from ignite_cifar.probe import GradCAMProbe
 
@@ -282,6 +294,9 @@ def test_completion_step_writes_scores_figure_scalars(tmp_path):
         assert writer.scalars[f"explain/{key}"] == pytest.approx(report["groups"]["mistakes"]["means"][key])
         assert writer.scalars[f"explain/probe/{key}"] == pytest.approx(report["groups"]["probe"]["means"][key])
     assert summary["mistakes"]["verdict"]["baseline"] == "random_regions"
+    verdict = report["groups"]["mistakes"]["verdict"]
+    words = "faithful yes" if verdict["faithful"] else f"faithful no ({'; '.join(verdict['missed'])})"
+    assert f"{words}, sanity check {'passed' if verdict['sane'] else 'failed'}" in summary_line(report)
 
     probe = GradCAMProbe(model, LabelledImages(test, [f"c{i}" for i in range(4)], mean, std), ExplainSettings(),
                          torch.device("cpu"), 4, 0)
