@@ -198,9 +198,12 @@ def setting_for(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def report(variants: list[Variant], study_dir: Path, setting: dict[str, Any], out_dir: Path, note: str) -> None:
-    """RECIPE.md and its figure into out_dir, finished runs' records into out_dir/recipe-runs (RECORDS)."""
+    """RECIPE.md and its figure into out_dir, finished runs' records into out_dir/recipe-runs (RECORDS). The
+    commands show `--data-dir DIR`, whatever folder this machine used: the report is committed, the folder is not."""
     summaries = collect(variants, study_dir, int(setting["epochs"]), out_dir / RECORDS.name)
-    write_report(summaries, out_dir, note, {v.name: shown(train_command(v, study_dir, setting)) for v in variants})
+    shown_setting = {**setting, "data_dir": "DIR"} if "data_dir" in setting else setting
+    write_report(summaries, out_dir, note,
+                 {v.name: shown(train_command(v, study_dir, shown_setting)) for v in variants})
 
 
 def study(args: argparse.Namespace) -> int:

@@ -112,6 +112,14 @@ def test_report_only_trains_nothing_and_shows_the_noise_rule(tmp_path, capsys):
     assert not (tmp_path / "empty" / "shipped").exists()
 
 
+def test_the_report_shows_dir_in_place_of_this_machines_data_folder(tmp_path):
+    data = str(tmp_path / "cifar10-jpeg")
+    setting = {**recipe_study.STUDY_FLAGS, "data_dir": data}
+    recipe_study.report(recipe_study.load_variants(VARIANTS), tmp_path / "s", setting, tmp_path, "note")
+    report = (tmp_path / recipe_report.REPORT).read_text()
+    assert "--data-dir DIR " in report and data not in report
+
+
 @pytest.mark.parametrize("argv, words", [
     (["--only", "nonesuch"], ["--only", "nonesuch", "shipped"]),
     (["--data-dir", "/no/such/folder"], ["--data-dir", "/no/such/folder", "train/"]),
