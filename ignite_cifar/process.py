@@ -4,12 +4,10 @@ before it starts, what it derives from its data, its device and threads, and its
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import ignite
 import ignite.distributed as idist
 import torch
 from ignite.utils import manual_seed, setup_logger
@@ -20,6 +18,7 @@ from .captured_step import captures_step, optimizer_step
 from .config import Config
 from .data import DataSplits, channel_stats
 from .engines import Precision
+from .environment import library_versions, machine
 from .errors import ConfigError
 from .explained import LabelledImages
 from .gradcam import UnknownLayerError, resolve_layer
@@ -81,8 +80,7 @@ def derived_settings(config: Config, data: DataSplits) -> dict[str, Any]:
         "skipped_images": data.skipped_images,
         "train_transform": describe(build_train_transform(config, mean, std)),
         "test_transform": describe(build_test_transform(mean, std)),
-        "versions": {"torch": str(torch.__version__), "ignite": str(ignite.__version__),
-                     "python": sys.version.split()[0]},
+        "versions": library_versions(), "machine": machine(),
     }
 
 

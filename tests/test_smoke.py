@@ -23,3 +23,6 @@ def test_smoke_run_writes_every_artifact(smoke_run):
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["epochs"] == 2 and len(config["derived"]["mean"]) == 3 and len(config["derived"]["std"]) == 3
     assert config["derived"]["train_transform"][0]["name"] == "Sequential"
+    import torch
+    assert config["derived"]["versions"]["torch"] == torch.__version__  # what the numbers depend on, recorded
+    assert config["derived"]["machine"]["cpu_kernels"] == torch.backends.cpu.get_cpu_capability()
