@@ -1,6 +1,7 @@
-"""What a run's numbers depend on besides its config: the library versions and the machine, recorded in
-config.yaml's `derived` section. The same seed repeats a CPU run to the digit on one machine type, but not across
-machines whose CPUs take other kernel paths (docs/results.md), so a run that disagrees with another can be traced."""
+"""What a run's numbers depend on besides its config (the machine, library versions, threads, precision: its setup),
+recorded in config.yaml's `derived` section for each start of a run. The same seed repeats a CPU run to the digit on
+one machine type and thread count, but not across CPUs whose convolution kernels differ (docs/results.md), so a run
+that disagrees with another, or one resumed on another machine, can be traced."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import importlib
 import platform
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -54,3 +56,46 @@ def machine() -> dict[str, str]:
     if torch.cuda.is_available():
         described["gpu"] = torch.cuda.get_device_name(0)
     return described
+
+
+# the derived fields a run's numbers depend on beyond its config
+SETUP_KEYS = ("machine", "versions", "torch_threads", "precision")
+
+
+def setup_of(derived: dict[str, Any]) -> dict[str, Any]:
+    """The part of a start's derived section that decides its numbers: machine, versions, threads, precision."""
+    return {key: derived[key] for key in SETUP_KEYS if key in derived}
+
+
+def setup_changes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """What differs between two starts' setups, one `name: old -> new` each; a field the earlier start did not
+    record (runs before 2026-12-04 recorded no machine) counts as unknown, not as a change."""
+    changes = []
+    for key in SETUP_KEYS:
+        old, new = before.get(key), now.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes += [f"{key}.{name}: {old[name]} -> {new.get(name, 'absent')}" for name in old
+                        if old[name] != new.get(name, "absent")]
+        elif old is not None and new is not None and old != new:
+            changes.append(f"{key}: {old} -> {new}")
+    return changes
+
+
+def starts_record(saved_derived: dict[str, Any]) -> list[dict[str, Any]]:
+    """The earlier starts of a resumed run, oldest first, each with the epoch it began after and its setup, so a
+    run trained on several machines says so (config.yaml's `earlier_starts`)."""
+    earlier = list(saved_derived.get("earlier_starts", []))
+    if saved_derived:
+        earlier.append({"started_after_epoch": saved_derived.get("started_after_epoch", "unknown"),
+                        **setup_of(saved_derived)})
+    return earlier
+
+
+def resumed_elsewhere(saved_derived: dict[str, Any], derived: dict[str, Any]) -> str | None:
+    """A line for a run resumed on another setup than its last start (None when nothing recorded differs): from
+    there it will not repeat an uninterrupted run to the digit, and the user should know before comparing."""
+    changes = setup_changes(setup_of(saved_derived), setup_of(derived))
+    if not changes:
+        return None
+    return ("resuming on another setup than the run's last start (" + "; ".join(changes) + "): from here it will "
+            "not repeat an uninterrupted run to the digit; config.yaml keeps each start's setup (earlier_starts)")

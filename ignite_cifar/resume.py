@@ -26,6 +26,7 @@ class ResumePlan:
     state: dict[str, Any]  # the checkpoint, loaded as data
     config: Config  # the run's saved config, updated by the flags given now
     lr_override: float | None  # --lr given now and other than the run's: it replaces the checkpoint's lr
+    saved_derived: dict[str, Any]  # the derived section of the run's config.yaml as its last start wrote it
 
     @property
     def epochs_done(self) -> int:
@@ -47,7 +48,7 @@ def plan_resume(resume: str, given: Mapping[str, Any]) -> ResumePlan:
                               f"(use a {files.LAST_PREFIX}_*.pt checkpoint)")
     files.check_run_folder(run_dir, "resume")
     files.read_history(run_dir / files.HISTORY_FILE)  # a damaged history is refused now, not after the run started
-    saved = saved_config(run_dir)
+    saved, saved_derived = saved_config(run_dir)
     trained, config = saved_run_config(saved), saved_run_config(saved, given, {"resume": resume})
     if trained.optimizer != config.optimizer:
         raise ConfigError(f"optimizer: {run_dir} was trained with {trained.optimizer}; its optimizer state cannot "
@@ -57,7 +58,7 @@ def plan_resume(resume: str, given: Mapping[str, Any]) -> ResumePlan:
                           f"{trained.decay_norm_bias}; its optimizer's param groups cannot change on resume "
                           "(leave --decay-norm-bias/--no-decay-norm-bias out to resume it)")
     lr_override = config.lr if "lr" in given and trained.lr != config.lr else None
-    return ResumePlan(checkpoint, run_dir, state, config, lr_override)
+    return ResumePlan(checkpoint, run_dir, state, config, lr_override, saved_derived)
 
 
 def locate(resume: str) -> tuple[Path, Path]:
@@ -74,11 +75,11 @@ def locate(resume: str) -> tuple[Path, Path]:
     return path, files.run_dir_of(path)
 
 
-def saved_config(run_dir: Path) -> dict[str, Any]:
-    """A run's config.yaml without its derived section (the fields a user set)."""
+def saved_config(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A run's config.yaml split into the fields a user set and its derived section (empty where it has none)."""
     data = read_yaml(str(Path(run_dir) / files.CONFIG_FILE))
-    data.pop(files.DERIVED, None)
-    return data
+    derived = data.pop(files.DERIVED, None)
+    return data, derived if isinstance(derived, dict) else {}
 
 
 def check_fits(plan: ResumePlan, num_classes: int) -> None:

@@ -24,6 +24,7 @@ from .averaging import attach_weight_average
 from .captured_step import LrPlacement
 from .config import Config, dump_yaml
 from .engines import Precision
+from .environment import resumed_elsewhere, starts_record
 from .errors import MachineError, TrainingStopped
 from .explain import write_explanations
 from .explained import Destination, ExplainSettings
@@ -165,6 +166,22 @@ def restore(plan: LaunchPlan, run: Run, flow: Dataflow, optimizer: torch.optim.O
     return trainer.state.iteration // epoch_length
 
 
+def start_derived(plan: LaunchPlan, device: torch.device, precision: Precision, flow: Dataflow,
+                  start_epoch: int) -> dict[str, Any]:
+    """config.yaml's derived section for this start: what the launcher derived, the process's device, precision,
+    threads and data path, and for a resumed run its earlier starts (with a warning when the setup changed)."""
+    derived = {**plan.derived, "world_size": idist.get_world_size(), "device": str(device),
+               "precision": precision.describe(), "data_workers": flow.workers,
+               "torch_threads": torch.get_num_threads(), "augment_on": flow.augment_on,
+               "started_after_epoch": start_epoch}
+    if plan.resume:
+        derived["earlier_starts"] = starts_record(plan.resume.saved_derived)
+        warning = resumed_elsewhere(plan.resume.saved_derived, derived)
+        if warning:
+            log.warning(warning)
+    return derived
+
+
 def attach_outputs(plan: LaunchPlan, run: Run, net: Network, flow: Dataflow, device: torch.device,
                    precision: Precision, run_dir: Path, start_epoch: int) -> Outputs:
     """Logs, records and explanations, attached in the order they must run:
@@ -179,10 +196,8 @@ def attach_outputs(plan: LaunchPlan, run: Run, net: Network, flow: Dataflow, dev
     config, rank, trainer = plan.config, idist.get_rank(), run.trainer
     outputs = Outputs()
     if rank == 0:
-        config_text = dump_yaml({**config.to_dict(), files.DERIVED: {
-            **plan.derived, "world_size": idist.get_world_size(), "device": str(device),
-            "precision": precision.describe(), "data_workers": flow.workers,
-            "torch_threads": torch.get_num_threads(), "augment_on": flow.augment_on}})
+        derived = start_derived(plan, device, precision, flow, start_epoch)
+        config_text = dump_yaml({**config.to_dict(), files.DERIVED: derived})
         files.write_text(run_dir / files.CONFIG_FILE, config_text)
         outputs.history = History.resume(run_dir / files.HISTORY_FILE, start_epoch)
         outputs.tb = attach_tensorboard(run_dir / "tb", trainer, evaluators(run), net.optimizer, config.log_every,

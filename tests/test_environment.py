@@ -32,3 +32,23 @@ def test_library_versions_name_every_library_and_say_when_one_is_absent(monkeypa
     assert versions["numpy"] == numpy.__version__
     assert versions["no-such-distribution-here"] == "not installed"
     assert versions["python"].count(".") == 2
+
+
+def test_setup_changes_name_each_changed_field_and_skip_what_was_not_recorded():
+    before = {"machine": {"cpu": "A", "cpu_kernels": "AVX512"}, "torch_threads": 2, "precision": "bfloat16"}
+    now = {"machine": {"cpu": "B", "cpu_kernels": "AVX512"}, "torch_threads": 1, "precision": "bfloat16",
+           "versions": {"torch": "2.14.1"}}
+    assert environment.setup_changes(before, now) == ["machine.cpu: A -> B", "torch_threads: 2 -> 1"]
+    assert environment.setup_changes(now, now) == []
+    assert environment.resumed_elsewhere(now, now) is None
+    assert "machine.cpu: A -> B" in environment.resumed_elsewhere(before, now)
+
+
+def test_starts_record_keeps_every_earlier_start_oldest_first():
+    first = {"started_after_epoch": 0, "machine": {"cpu": "A"}, "mean": [0.5]}
+    second = {"started_after_epoch": 3, "machine": {"cpu": "B"}, "earlier_starts": environment.starts_record(first)}
+    assert environment.starts_record(second) == [{"started_after_epoch": 0, "machine": {"cpu": "A"}},
+                                                 {"started_after_epoch": 3, "machine": {"cpu": "B"}}]
+    assert environment.starts_record({}) == []
+    # a run written before starts were recorded: its one earlier start's epoch is unknown
+    assert environment.starts_record({"torch_threads": 2}) == [{"started_after_epoch": "unknown", "torch_threads": 2}]

@@ -47,13 +47,40 @@ def test_other_seed_other_metrics(smoke_run, tmp_path):
     assert _metrics(other["run_dir"]) != _metrics(smoke_run[0])
 
 
-def test_stopped_after_epoch_1_and_resumed_equals_straight_run(smoke_run, tmp_path):
+def _derived(run_dir) -> dict:
+    return yaml.safe_load((Path(run_dir) / "config.yaml").read_text())["derived"]
+
+
+def test_stopped_after_epoch_1_and_resumed_equals_straight_run(smoke_run, tmp_path, caplog):
     first = train(tiny_config(tmp_path, run_name="halves", epochs=1, explain_at_end=False))
     assert len(_metrics(first["run_dir"])) == 1
-    assert cli.main(["train", "--resume", first["run_dir"], "--epochs", "2"]) == 0
+    with caplog.at_level("WARNING", logger="ignite_cifar"):
+        assert cli.main(["train", "--resume", first["run_dir"], "--epochs", "2"]) == 0
     assert _metrics(first["run_dir"]) == _metrics(smoke_run[0])
     # the resumed run wrote into the same folder and continued its TensorBoard log
     assert len(list((Path(first["run_dir"]) / "tb").glob("events.out.tfevents.*"))) == 2
+    # the same setup: no warning; config.yaml records where this start began and the one before it
+    assert "another setup" not in caplog.text
+    derived = _derived(first["run_dir"])
+    assert derived["started_after_epoch"] == 1
+    assert [s["started_after_epoch"] for s in derived["earlier_starts"]] == [0]
+    assert derived["earlier_starts"][0]["machine"] == derived["machine"]
+
+
+def test_a_run_resumed_on_another_machine_says_so_and_keeps_each_start(tmp_path, caplog):
+    first = train(tiny_config(tmp_path, run_name="moved", epochs=1, train_subset=100, test_subset=50,
+                              explain_at_end=False))
+    config_path = Path(first["run_dir"]) / "config.yaml"
+    saved = yaml.safe_load(config_path.read_text())
+    saved["derived"]["machine"]["cpu"] = "another CPU"
+    saved["derived"]["torch_threads"] = 99
+    config_path.write_text(yaml.safe_dump(saved))
+    with caplog.at_level("WARNING", logger="ignite_cifar"):
+        assert cli.main(["train", "--resume", first["run_dir"], "--epochs", "2"]) == 0
+    derived = _derived(first["run_dir"])
+    assert f"machine.cpu: another CPU -> {derived['machine']['cpu']}" in caplog.text
+    assert f"torch_threads: 99 -> {derived['torch_threads']}" in caplog.text
+    assert derived["earlier_starts"][0]["machine"]["cpu"] == "another CPU"
 
 
 def test_flags_given_with_resume_reach_the_optimizer_and_the_scheduler(tmp_path):
