@@ -32,7 +32,7 @@ RECORDS = Path(__file__).resolve().parent / "recipe-runs"
 SPEED_NOTE = Path(__file__).resolve().parent / "RECIPE-SPEED.md"  # how the study's speed setting was chosen
 REPORT_EPOCHS = (10, 20, 30, 40)
 KEPT = ("epochs_done", "epochs", "val", "raw_val", "lr", "best", "test_accuracy", "lr_drops", "images_per_s",
-        "wall_s", "seed", "precision", "source")
+        "wall_s", "seed", "precision", "machines", "source")
 BY_EPOCH = ("val", "raw_val")  # {epoch: accuracy}; json keeps the epochs as strings
 
 
@@ -90,8 +90,20 @@ def summarize_folder(run_dir: Path, epochs: int) -> dict[str, Any]:
         "images_per_s": statistics.median(speeds) if speeds else None,
         "wall_s": wall_seconds(records),
         "seed": config.get("seed"), "precision": (config.get("derived") or {}).get("precision"),
-        "source": f"run folder {run_dir.name}",
+        "machines": machines_of(config.get("derived") or {}), "source": f"run folder {run_dir.name}",
     }
+
+
+def machines_of(derived: dict[str, Any]) -> list[str] | None:
+    """The CPUs (or GPUs) a run trained on, each once, oldest start first: a seed repeats a run only on one machine
+    type (docs/results.md). None for runs written before config.yaml named the machine (2026-12-04)."""
+    labels = []
+    for start in [*derived.get("earlier_starts", []), derived]:
+        machine = start.get("machine")
+        if machine:
+            label = f"{machine.get('gpu') or machine['cpu']}, {machine['cpu_kernels']} kernels"
+            labels += [label] if label not in labels else []
+    return labels or None
 
 
 def _evaluation(run_dir: Path) -> dict[str, Any] | None:

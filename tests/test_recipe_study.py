@@ -143,7 +143,7 @@ def test_a_kept_record_gives_the_same_row_once_the_run_folder_is_gone(tmp_path):
     summary = {"epochs_done": 2, "epochs": 2, "state": "finished", "val": {1: 0.5, 2: 0.6}, "raw_val": {2: 0.55},
                "lr": [(1, 0.01), (2, 0.001)], "best": (2, 0.6), "test_accuracy": 0.6, "lr_drops": [(2, 0.001)],
                "images_per_s": 123.0, "wall_s": 60.0, "seed": 44, "precision": "bfloat16, channels_last",
-               "source": "run folder x"}
+               "machines": ["AMD EPYC (family 25, model 17), AVX512 kernels"], "source": "run folder x"}
     recipe_report.save_record("x", summary, tmp_path)
     kept = recipe_report.load_record("x", tmp_path)
     assert kept == summary
@@ -156,6 +156,14 @@ def test_a_kept_record_gives_the_same_row_once_the_run_folder_is_gone(tmp_path):
     del old["raw_val"]
     (tmp_path / "x.json").write_text(json.dumps(old))
     assert recipe_report.load_record("x", tmp_path)["raw_val"] == {}
+
+
+def test_a_record_names_each_machine_the_run_trained_on_once():
+    first = {"cpu": "A", "cpu_kernels": "AVX2"}
+    derived = {"machine": {"cpu": "B", "cpu_kernels": "AVX512"},
+               "earlier_starts": [{"machine": first}, {"torch_threads": 2}, {"machine": first}]}
+    assert recipe_report.machines_of(derived) == ["A, AVX2 kernels", "B, AVX512 kernels"]
+    assert recipe_report.machines_of({"precision": "fp32"}) is None  # written before runs named their machine
 
 
 def test_wall_time_adds_the_segments_of_a_resumed_run():
