@@ -101,7 +101,8 @@ def machines_of(derived: dict[str, Any]) -> list[str] | None:
     for start in [*derived.get("earlier_starts", []), derived]:
         machine = start.get("machine")
         if machine:
-            label = f"{machine.get('gpu') or machine['cpu']}, {machine['cpu_kernels']} kernels"
+            label = f"{machine.get('gpu') or machine['cpu']}, {machine['cpu_kernels']} kernels" + (
+                f", bf16 instructions: {machine['cpu_bf16']}" if "cpu_bf16" in machine else "")
             labels += [label] if label not in labels else []
     return labels or None
 
@@ -177,7 +178,8 @@ def write_report(summaries: dict[str, dict[str, Any]], out_dir: Path, data_note:
     lines = ["# Recipe study", "",
              f"Written by `benchmarks/recipe_study.py` ({dt.datetime.now():%Y-%m-%d %H:%M}). {data_note} "
              "Accuracies in %; LR drops are the first epoch trained at the new lr. Each finished run's numbers are "
-             "kept in `benchmarks/recipe-runs/` (its `source` says where they were read).", "",
+             "kept in `benchmarks/recipe-runs/` (its `source` says where they were read, its `machines` which CPUs "
+             "trained it, null for runs before 2026-12-04: a seed repeats a run only on one CPU type).", "",
              SPEED_NOTE.read_text().rstrip(), "",
              f"| variant | status | seed | precision | {head} | best epoch (val) | final test | raw weights "
              f"@{REPORT_EPOCHS[-1]} (with an average) | LR drops at epoch | train img/s (median epoch) | wall time |",

@@ -50,9 +50,29 @@ def _cpuinfo_fields(text: str):
             yield key.strip(), value.strip()
 
 
+def cpu_kernels() -> str:
+    """The instruction set torch's own CPU kernels dispatch to (AVX2, AVX512, ...); "unknown" on a torch without
+    the query."""
+    query = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", None)
+    return query() if query else "unknown"
+
+
+def cpu_bf16() -> str | None:
+    """The CPU's bf16 instructions (AVX512-BF16, AMX-BF16), which decide the path of bf16 convolutions: a run
+    without them, or with AMX, takes another path for the same seed. None on a torch that cannot tell."""
+    query = getattr(torch.cpu, "get_capabilities", None)
+    if query is None:
+        return None
+    present = [name for name in ("avx512_bf16", "amx_bf16") if query().get(name)]
+    return ", ".join(present) or "none"
+
+
 def machine() -> dict[str, str]:
-    """The CPU, the instruction set torch's CPU kernels dispatch to (AVX2, AVX512, ...), and the GPU if one is seen."""
-    described = {"cpu": cpu_name(), "cpu_kernels": torch.backends.cpu.get_cpu_capability()}
+    """The CPU, its kernel instruction set and bf16 instructions, and the GPU if one is seen."""
+    described = {"cpu": cpu_name(), "cpu_kernels": cpu_kernels()}
+    bf16 = cpu_bf16()
+    if bf16 is not None:
+        described["cpu_bf16"] = bf16
     if torch.cuda.is_available():
         described["gpu"] = torch.cuda.get_device_name(0)
     return described

@@ -52,3 +52,15 @@ def test_starts_record_keeps_every_earlier_start_oldest_first():
     assert environment.starts_record({}) == []
     # a run written before starts were recorded: its one earlier start's epoch is unknown
     assert environment.starts_record({"torch_threads": 2}) == [{"started_after_epoch": "unknown", "torch_threads": 2}]
+
+
+def test_machine_names_the_kernels_and_the_bf16_instructions(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": True, "amx_bf16": True}, raising=False)
+    assert environment.machine()["cpu_bf16"] == "avx512_bf16, amx_bf16"
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx2": True}, raising=False)
+    assert environment.machine()["cpu_bf16"] == "none"
+    monkeypatch.delattr(torch.cpu, "get_capabilities", raising=False)
+    assert "cpu_bf16" not in environment.machine()  # a torch that cannot tell records nothing, not a guess
+    assert environment.machine()["cpu_kernels"] == torch.backends.cpu.get_cpu_capability()

@@ -160,9 +160,10 @@ def test_a_kept_record_gives_the_same_row_once_the_run_folder_is_gone(tmp_path):
 
 def test_a_record_names_each_machine_the_run_trained_on_once():
     first = {"cpu": "A", "cpu_kernels": "AVX2"}
-    derived = {"machine": {"cpu": "B", "cpu_kernels": "AVX512"},
+    derived = {"machine": {"cpu": "B", "cpu_kernels": "AVX512", "cpu_bf16": "avx512_bf16"},
                "earlier_starts": [{"machine": first}, {"torch_threads": 2}, {"machine": first}]}
-    assert recipe_report.machines_of(derived) == ["A, AVX2 kernels", "B, AVX512 kernels"]
+    assert recipe_report.machines_of(derived) == ["A, AVX2 kernels",
+                                                  "B, AVX512 kernels, bf16 instructions: avx512_bf16"]
     assert recipe_report.machines_of({"precision": "fp32"}) is None  # written before runs named their machine
 
 
