@@ -77,8 +77,9 @@ class Config:
     width: float = _f(1.0, "channel multiplier; 1.0 = 64 base channels")
     zero_init_residual: bool = _f(False, "start each residual block's last norm weight at 0 (every block starts as "
                                          "the identity)")
-    weight_standardization: bool = _f(False, "standardize each convolution kernel to mean 0 and variance 1 at every "
-                                             "forward (Qiao et al. 2019); the norm layers stay as --norm says")
+    weight_standardization: bool = _f(True, "standardize each convolution kernel to mean 0 and variance 1 at every "
+                                            "forward (Qiao et al. 2019); the norm layers stay as --norm says "
+                                            "(--no-weight-standardization: plain convolutions, as in the mission)")
     # optimization
     epochs: int = _f(40, "training epochs")
     batch_size: int = _f(128, "global batch size (split across processes)")

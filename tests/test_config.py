@@ -1,10 +1,11 @@
-"""Config: defaults are the mission recipe, shipped YAML files resolve, layering, coercion and errors."""
+"""Config: defaults are the recipe study's winner, shipped YAML files resolve, layering, coercion and errors."""
 
 from __future__ import annotations
 
 import dataclasses
 
 import pytest
+import yaml
 
 from ignite_cifar.config import (
     MAX_AUTO_WORKERS,
@@ -18,6 +19,10 @@ from ignite_cifar.errors import ConfigError
 from ignite_cifar.loaders import resolve_num_workers, resolve_torch_threads
 from ignite_cifar.tensorboard_views import hyperparameters
 
+from .helpers import REPO, load_benchmark
+
+recipe_rule = load_benchmark("recipe_rule")
+
 
 # ---------------------------------------------------------------- defaults and shipped files
 def test_defaults_are_the_measured_recipe_on_the_assignment_s_network_and_data():
@@ -30,6 +35,7 @@ def test_defaults_are_the_measured_recipe_on_the_assignment_s_network_and_data()
     assert c.p_crop == 1.0 and 0 < c.p_rotate <= 1 and 0 < c.p_cutout <= 1
     assert (c.p_hflip, c.p_shift_scale_rotate, c.p_to_gray) == (0.0, 0.0, 0.0)
     assert (c.label_smoothing, c.zero_init_residual, c.warmup_epochs) == (0.0, False, 0)
+    assert c.weight_standardization is True
     assert c.validate() is c
 
 
@@ -37,8 +43,11 @@ def test_the_defaults_are_written_once_and_mission_differs_only_in_the_recipe_st
     with pytest.raises(ConfigError, match="no such file"):  # no default.yaml: the Config fields are the one copy
         read_yaml("default")
     mission, default = make_config(read_yaml("mission")).to_dict(), Config().to_dict()
-    changed = {name for name in default if mission[name] != default[name]}
-    assert changed == {"optimizer", "lr", "weight_decay", "ema_decay", "plateau_on"}
+    changed = {name: default[name] for name in default if mission[name] != default[name]}
+    assert set(changed) == {"optimizer", "lr", "weight_decay", "ema_decay", "plateau_on", "weight_standardization"}
+    winner = recipe_rule.DEFAULT  # the study's default recipe: a YAML of changes to the mission
+    study_recipe = yaml.safe_load((REPO / "benchmarks" / "recipes" / f"{winner}.yaml").read_text())
+    assert changed == {name: coerce(name, value) for name, value in study_recipe.items()}
 
 
 def test_mission_yaml_pins_every_recipe_field_to_the_original_assignment():

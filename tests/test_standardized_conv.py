@@ -77,6 +77,9 @@ def test_the_config_reaches_the_model():
     off = configured_model(make_config(MISSION_RECIPE), 10, width=0.0625)
     on = configured_model(make_config(MISSION_RECIPE, {"weight_standardization": True}), 10, width=0.0625)
     assert not isinstance(off.conv1, StandardizedConv2d) and isinstance(on.conv1, StandardizedConv2d)
+    default = configured_model(make_config(), 10, width=0.0625)  # the default recipe standardizes every convolution
+    convs = [m for m in default.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(isinstance(m, StandardizedConv2d) for m in convs)
 
 
 def test_a_standardized_run_is_read_back_standardized(tmp_path):

@@ -335,11 +335,11 @@ def test_the_mission_recipe_trains_with_sgd(smoke_run):  # tiny_config is the mi
     assert group["momentum"] == 0.9 and "betas" not in group
 
 
-def test_the_default_recipe_trains_adam_and_steps_the_plateau_on_the_weight_average(tmp_path):
+def test_the_default_recipe_trains_adam_on_standardized_convolutions_and_steps_the_plateau_on_the_average(tmp_path):
     from ignite_cifar.config import Config
 
     defaults = {name: getattr(Config(), name) for name in ("optimizer", "lr", "weight_decay", "ema_decay",
-                                                           "plateau_on")}
+                                                           "plateau_on", "weight_standardization")}
     result = train(tiny_config(tmp_path, run_name="default-recipe", epochs=1, explain_at_end=False,
                                 **defaults))
     state = _last_state(result["run_dir"])
@@ -347,7 +347,8 @@ def test_the_default_recipe_trains_adam_and_steps_the_plateau_on_the_weight_aver
     assert group["betas"] == (0.9, 0.999) and group["lr"] == 1e-3 and group["weight_decay"] == 1e-4
     history = json.loads((Path(result["run_dir"]) / "history.json").read_text())["epochs"]
     assert history[0]["raw_val_loss"] != history[0]["val_loss"]  # the average is evaluated, the raw weights too
-    assert yaml.safe_load((Path(result["run_dir"]) / "config.yaml").read_text())["plateau_on"] == "ema"
+    saved = yaml.safe_load((Path(result["run_dir"]) / "config.yaml").read_text())
+    assert saved["plateau_on"] == "ema" and saved["weight_standardization"] is True
 
 
 def test_label_smoothing_changes_the_training_loss_but_not_the_val_loss(tmp_path):
