@@ -19,7 +19,7 @@ mkdir -p "$OUT"
 DRY=${GPU_DRY_RUN:-0}
 BUDGET_S=${GPU_BUDGET_S:-540}
 KIT=${GPU_KIT:-.gpu}
-RECIPES=${STUDY_RECIPES:-"combination shipped combination-weight-std combination-no-decay-norm-bias-weight-std combination-seed2 combination-weight-std-seed2 shipped-seed2 combination-no-decay-norm-bias-weight-std-seed2 shipped-weight-std label-smoothing combination-hflip combination-adamw combination-resnet34 combination-no-decay-norm-bias combination-no-decay-norm-bias-seed2"}
+RECIPES=${STUDY_RECIPES:-"combination-weight-std shipped combination-weight-std-seed2 combination combination-weight-std-label-smoothing shipped-seed2 combination-seed2 combination-weight-std-label-smoothing-seed2 combination-weight-std-hflip combination-weight-std-resnet34 combination-no-decay-norm-bias-weight-std combination-weight-std-lr2e-3 shipped-weight-std combination-adamw"}
 read -r -a EXTRA <<< "${STUDY_FLAGS:-}"
 RESERVE_S=40   # kept for the report and the archive
 MIN_RUN_S=60   # a run given less than this is not started
