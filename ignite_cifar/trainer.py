@@ -206,8 +206,9 @@ def attach_outputs(plan: LaunchPlan, run: Run, net: Network, flow: Dataflow, dev
         add_layout(outputs.tb.writer)
         if sys.stderr.isatty():  # a bar redrawn 400 times an epoch is noise in a log file
             ProgressBar(persist=False).attach(trainer, output_transform=lambda out: {"loss": out["loss"]})
-        log.info("run folder: %s | %s width %g, %d process(es) on %s (%s) | %d train / %d val images | %s%s",
-                 run_dir, config.model, config.width, idist.get_world_size(), device, precision.describe(),
+        log.info("run folder: %s | %s%s width %g, %d process(es) on %s (%s) | %d train / %d val images | %s%s",
+                 run_dir, config.model, " (standardized convolutions)" if config.weight_standardization else "",
+                 config.width, idist.get_world_size(), device, precision.describe(),
                  len(plan.data.train), len(flow.val_split),
                  f"resuming after epoch {start_epoch}" if plan.resume else "from scratch",
                  f" | evaluating the weight average (EMA decay {config.ema_decay})" if config.ema_decay else "")

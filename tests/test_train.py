@@ -335,13 +335,16 @@ def test_the_mission_recipe_trains_with_sgd(smoke_run):  # tiny_config is the mi
     assert group["momentum"] == 0.9 and "betas" not in group
 
 
-def test_the_default_recipe_trains_adam_on_standardized_convolutions_and_steps_the_plateau_on_the_average(tmp_path):
+def test_the_default_recipe_trains_adam_on_standardized_convolutions_and_steps_the_plateau_on_the_average(tmp_path,
+                                                                                                         caplog):
     from ignite_cifar.config import Config
 
     defaults = {name: getattr(Config(), name) for name in ("optimizer", "lr", "weight_decay", "ema_decay",
                                                            "plateau_on", "weight_standardization")}
-    result = train(tiny_config(tmp_path, run_name="default-recipe", epochs=1, explain_at_end=False,
-                                **defaults))
+    with caplog.at_level("INFO", logger="ignite_cifar"):
+        result = train(tiny_config(tmp_path, run_name="default-recipe", epochs=1, explain_at_end=False,
+                                    **defaults))
+    assert "resnet18 (standardized convolutions) width" in caplog.text  # the start line names it
     state = _last_state(result["run_dir"])
     group = state["optimizer"]["param_groups"][0]
     assert group["betas"] == (0.9, 0.999) and group["lr"] == 1e-3 and group["weight_decay"] == 1e-4
