@@ -64,17 +64,14 @@ def spread(accs: list[float]) -> tuple[float, float | None, float]:
     return statistics.mean(accs), statistics.stdev(accs) if len(accs) > 1 else None, max(accs) - min(accs)
 
 
-def pooled_noise(groups: dict[str, list[tuple[int, float]]]) -> tuple[float | None, int]:
+def pooled_noise(groups: dict[str, list[tuple[int, float]]]) -> tuple[float | None, int, int]:
     """The study's seed noise: the pooled sample standard deviation of every recipe with two or more seeds (each
-    seed's distance from its own recipe's mean), and its degrees of freedom; (None, 0) before any recipe has two."""
-    squares, dof = 0.0, 0
-    for runs in groups.values():
-        accs = [acc for _, acc in runs]
-        if len(accs) > 1:
-            mean = statistics.mean(accs)
-            squares += sum((acc - mean) ** 2 for acc in accs)
-            dof += len(accs) - 1
-    return ((squares / dof) ** 0.5 if dof else None), dof
+    seed's distance from its own recipe's mean), its degrees of freedom and how many recipes it pools; (None, 0, 0)
+    before any recipe has two."""
+    seeded = [[acc for _, acc in runs] for runs in groups.values() if len(runs) > 1]
+    dof = sum(len(accs) - 1 for accs in seeded)
+    squares = sum(statistics.variance(accs) * (len(accs) - 1) for accs in seeded)
+    return ((squares / dof) ** 0.5 if dof else None), dof, len(seeded)
 
 
 def verdict(base: list[float], other: list[float], floor: float | None = None
@@ -121,8 +118,8 @@ def noise_section(summaries: dict[str, dict[str, Any]]) -> str:
     if not base:
         return HOW_TO_READ + "\n\n" + RULE + f"\n\nNoise: not measured yet (no finished `{BASELINE}` run)."
     mean, std, rng = spread(base)
-    floor, dof = pooled_noise(groups)
-    pooled = (f"Seed noise pooled over the {sum(len(runs) > 1 for runs in groups.values())} recipes with two or more "
+    floor, dof, pooled_recipes = pooled_noise(groups)
+    pooled = (f"Seed noise pooled over the {pooled_recipes} recipes with two or more "
               f"seeds: standard deviation {pct(floor)} points ({dof} degrees of freedom), the floor under every "
               "margin." if floor is not None else "Seed noise pooled over recipes: none has two seeds yet.")
     lines = [HOW_TO_READ, "", RULE, "", f"`{BASELINE}` over {len(base)} seed(s): mean {pct(mean)}%, standard "

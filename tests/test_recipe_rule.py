@@ -36,10 +36,10 @@ def test_the_rule_compares_recipe_means_with_twice_the_larger_standard_deviation
 
 def test_the_pooled_noise_is_each_seeds_distance_from_its_own_recipes_mean():
     groups = {"a": [(42, 0.80), (43, 0.82)], "b": [(42, 0.90), (43, 0.91), (44, 0.92)], "c": [(42, 0.5)]}
-    floor, dof = recipe_rule.pooled_noise(groups)
+    floor, dof, recipes = recipe_rule.pooled_noise(groups)
     # squares 2 x 0.01^2 + 2 x 0.01^2 over 1 + 2 degrees of freedom; a one-seed recipe adds none
-    assert dof == 3 and floor == pytest.approx((4e-4 / 3) ** 0.5)
-    assert recipe_rule.pooled_noise({"c": [(42, 0.5)]}) == (None, 0)
+    assert (dof, recipes) == (3, 2) and floor == pytest.approx((4e-4 / 3) ** 0.5)
+    assert recipe_rule.pooled_noise({"c": [(42, 0.5)]}) == (None, 0, 0)
 
 
 def test_every_recipe_is_judged_against_the_default_with_the_pooled_noise_as_a_floor():
