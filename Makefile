@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 RUNS   ?= runs
 
-.PHONY: train test lint bench study tensorboard smoke lr-find gpu-kit gpu-dry-run clean
+.PHONY: train test lint bench study full-width-cpu tensorboard smoke lr-find gpu-kit gpu-dry-run clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ DATA  ?=
 STUDY ?= runs/study
 study: $(STAMP)          ## the recipe study (hours; resumes): make study DATA=/path/to/cifar10-jpeg [ARGS="--only adam"]
 	$(BIN)/python benchmarks/recipe_study.py --data-dir "$(DATA)" --study-dir $(STUDY) $(ARGS)
+
+full-width-cpu: $(STAMP) ## the default at width 1.0 on this CPU, two seeds (hours each; resumes): make full-width-cpu DATA=DIR
+	$(BIN)/python benchmarks/full_width_cpu.py --data-dir "$(DATA)" --runs-dir $(RUNS)/full-width-cpu $(ARGS)
 
 tensorboard: $(STAMP)    ## serve the runs folder on 127.0.0.1:6006
 	$(BIN)/tensorboard --logdir $(RUNS) --host 127.0.0.1 --port 6006

@@ -171,21 +171,25 @@ def _row(s: dict[str, Any]) -> str:
             f"{pct(s['test_accuracy'])} | {raw} | {drops} | {ips} | {wall} |")
 
 
+def table_lines(summaries: dict[str, dict[str, Any]]) -> list[str]:
+    """The runs' table in markdown: a row per run, from collect()'s summaries."""
+    head = " | ".join(f"val @{e}" for e in REPORT_EPOCHS)
+    return [f"| variant | status | seed | precision | {head} | best epoch (val) | final test | raw weights "
+            f"@{REPORT_EPOCHS[-1]} (with an average) | LR drops at epoch | train img/s (median epoch) | wall time |",
+            "|---|---|---|---|" + "---|" * len(REPORT_EPOCHS) + "---|---|---|---|---|---|",
+            *(_row(s) for s in summaries.values())]
+
+
 def write_report(summaries: dict[str, dict[str, Any]], out_dir: Path, data_note: str,
                  commands: dict[str, str]) -> None:
     """RECIPE.md (table, the rule and its verdicts, commands) and recipe-curves.png into out_dir."""
-    head = " | ".join(f"val @{e}" for e in REPORT_EPOCHS)
     lines = ["# Recipe study", "",
              f"Written by `benchmarks/recipe_study.py` ({dt.datetime.now():%Y-%m-%d %H:%M}). {data_note} "
              "Accuracies in %; LR drops are the first epoch trained at the new lr. Each finished run's numbers are "
              "kept in `benchmarks/recipe-runs/` (its `source` says where they were read, its `machines` which CPUs "
              "trained it, null for runs before 2026-12-04: a seed repeats a run only on one CPU type).", "",
-             SPEED_NOTE.read_text().rstrip(), "",
-             f"| variant | status | seed | precision | {head} | best epoch (val) | final test | raw weights "
-             f"@{REPORT_EPOCHS[-1]} (with an average) | LR drops at epoch | train img/s (median epoch) | wall time |",
-             "|---|---|---|---|" + "---|" * len(REPORT_EPOCHS) + "---|---|---|---|---|---|"]
-    lines += [_row(s) for s in summaries.values()]
-    lines += ["", noise_section(summaries), "", "## What each variant changes, and its command", ""]
+             SPEED_NOTE.read_text().rstrip(), "", *table_lines(summaries),
+             "", noise_section(summaries), "", "## What each variant changes, and its command", ""]
     for name, s in summaries.items():
         lines += [f"- `{name}`: {s['variant'].about}", f"  `{commands[name]}`"]
     files.write_text(out_dir / REPORT, "\n".join(lines) + "\n")

@@ -1,0 +1,71 @@
+"""The full-width CPU driver: the default's two seeds through the recipe study's machinery, at width 1.0, with a
+report that counts only finished runs toward the full-width target."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .helpers import REPO, load_benchmark
+
+load_benchmark("recipe_rule")
+load_benchmark("recipe_report")
+recipe_study = load_benchmark("recipe_study")
+full_width_cpu = load_benchmark("full_width_cpu")
+
+
+def _summary(state: str, accuracy: float | None = None, epochs_done: int = 40, wall_s: float = 0.0) -> dict:
+    return {"state": state, "test_accuracy": accuracy, "epochs_done": epochs_done, "epochs": 40, "wall_s": wall_s}
+
+
+def test_it_runs_the_default_and_its_second_seed_at_full_width():
+    assert full_width_cpu.RECIPES[0] == load_benchmark("recipe_rule").DEFAULT
+    seeds = [v.overrides.get("seed", 42) for v in recipe_study.load_variants(list(full_width_cpu.RECIPES))]
+    assert sorted(seeds) == [42, 43]
+    assert full_width_cpu.FULL_WIDTH == {**recipe_study.STUDY_FLAGS, "width": 1.0}
+
+
+def test_only_finished_runs_count_toward_the_target():
+    line = full_width_cpu.target_line
+    assert "not measured yet" in line({"a": _summary("unfinished", None, 12)})
+    one = line({"a": _summary("finished", 0.92), "b": _summary("unfinished", None, 3)})
+    assert "not decided" in one and "92.00%" in one
+    assert "**met**, 91.50% over 2 seeds" in line({"a": _summary("finished", 0.92), "b": _summary("finished", 0.91)})
+    assert "**not met**, 89.00%" in line({"a": _summary("finished", 0.88), "b": _summary("finished", 0.90)})
+
+
+def test_an_unfinished_run_says_how_far_it_is_and_roughly_how_long_it_has_left():
+    line = full_width_cpu.progress_line("a", _summary("unfinished", None, 10, wall_s=6 * 3600))
+    assert "10 of 40 epochs in 6.0 h" in line and "about 18.0 h more" in line and "36.0 min" in line
+    assert full_width_cpu.progress_line("a", _summary("finished", 0.9)) is None
+
+
+def test_dry_run_trains_then_skips_and_reports(tmp_path, capsys, monkeypatch):
+    """One seed, to keep it short: the start / resume / skip machinery is the recipe study's, tested there."""
+    monkeypatch.setattr(full_width_cpu, "RECIPES", full_width_cpu.RECIPES[:1])
+    runs = tmp_path / "runs"
+    committed = [REPO / "benchmarks" / full_width_cpu.REPORT, *sorted(full_width_cpu.RECORDS.glob("*.json"))]
+    before = [p.read_bytes() if p.exists() else None for p in committed]
+    assert full_width_cpu.main(["--dry", "--runs-dir", str(runs)]) == 0
+    assert "combination-weight-std: started" in capsys.readouterr().out
+    history = json.loads((runs / "combination-weight-std" / "history.json").read_text())
+    assert len(history["epochs"]) == recipe_study.DRY_FLAGS["epochs"] and "final_test" in history
+    assert full_width_cpu.main(["--dry", "--runs-dir", str(runs)]) == 0
+    assert "combination-weight-std: skipped (finished)" in capsys.readouterr().out
+    report = (runs / full_width_cpu.REPORT).read_text()
+    assert "DRY RUN" in report and "| combination-weight-std | finished | 42 |" in report
+    assert "not decided, 1 seed finished" in report and "--width 0.0625" in report
+    assert [p.name for p in (runs / full_width_cpu.RECORDS.name).glob("*.json")] == ["combination-weight-std.json"]
+    assert [p.read_bytes() if p.exists() else None for p in committed] == before  # a dry run leaves them alone
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--data-dir", "/no/such/folder"], ["--data-dir", "/no/such/folder", "train/"]),
+    ([], ["--data-dir", "not given"]),
+])
+def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, argv, words):
+    code = full_width_cpu.main(["--runs-dir", str(tmp_path / "r"), *argv])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and err.startswith("full_width_cpu: error:") and all(w in err for w in words)
+    assert not (tmp_path / "r").exists()
