@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from recipe_report import collect, table_lines
+from recipe_report import collect, read_history, table_lines
 from recipe_rule import pct
 from recipe_study import DRY_FLAGS, STUDY_FLAGS, StudyError, load_variants, setting_for, shown, step, train_command
 
@@ -70,14 +70,20 @@ def target_line(summaries: dict[str, dict[str, Any]]) -> str:
     return f"Target ({pct(TARGET)}%, mean of {SEEDS_FOR_TARGET} seeds): **{verdict}**, {pct(mean)}% over {seeds}."
 
 
-def progress_line(name: str, s: dict[str, Any]) -> str | None:
-    """How far an unfinished run is, and the hours its remaining epochs take at its mean epoch time so far."""
-    if s["state"] == "finished" or not s["epochs_done"]:
+def epoch_cost(record: dict[str, Any]) -> float:
+    """Seconds one epoch took: its training and its evaluations (the average's and the raw weights')."""
+    return record["epoch_seconds"] + (record.get("val_seconds") or 0.0) + (record.get("raw_val_seconds") or 0.0)
+
+
+def progress_line(name: str, s: dict[str, Any], records: list[dict[str, Any]]) -> str | None:
+    """How far an unfinished run is, and the hours its remaining epochs take at its median epoch so far (the median,
+    so that an epoch slowed by a pause or by work beside it does not set the estimate)."""
+    if s["state"] == "finished" or not records:
         return None
-    per_epoch = s["wall_s"] / s["epochs_done"]
-    left_h = per_epoch * (s["epochs"] - s["epochs_done"]) / 3600
-    return (f"- `{name}`: {s['epochs_done']} of {s['epochs']} epochs in {s['wall_s'] / 3600:.1f} h of training; "
-            f"about {left_h:.1f} h more at its mean epoch time so far ({per_epoch / 60:.1f} min, evaluations "
+    per_epoch = statistics.median(epoch_cost(r) for r in records)
+    left_h = per_epoch * (s["epochs"] - len(records)) / 3600
+    return (f"- `{name}`: {len(records)} of {s['epochs']} epochs in {s['wall_s'] / 3600:.1f} h of training; "
+            f"about {left_h:.1f} h more at its median epoch so far ({per_epoch / 60:.1f} min, evaluations "
             "included). Not a result until it finishes.")
 
 
@@ -94,7 +100,8 @@ def write_report(variants: list, runs_dir: Path, flags: dict[str, Any], out_dir:
              f"Each finished run's numbers are kept in `{RECORDS.name}/` beside this file.", "",
              f"Trained on: {'; '.join(machines) or 'not recorded'}.", "",
              *table_lines(summaries), "", target_line(summaries)]
-    progress = [line for name, s in summaries.items() if (line := progress_line(name, s))]
+    progress = [line for name, s in summaries.items()
+                if (line := progress_line(name, s, read_history(runs_dir / name)["epochs"]))]
     lines += ["", "## Unfinished", "", *progress] if progress else []
     lines += ["", "## Commands", ""]
     lines += [f"- `{v.name}`: `{shown(train_command(v, runs_dir, shown_flags))}`" for v in variants]

@@ -36,9 +36,14 @@ def test_only_finished_runs_count_toward_the_target():
 
 
 def test_an_unfinished_run_says_how_far_it_is_and_roughly_how_long_it_has_left():
-    line = full_width_cpu.progress_line("a", _summary("unfinished", None, 10, wall_s=6 * 3600))
-    assert "10 of 40 epochs in 6.0 h" in line and "about 18.0 h more" in line and "36.0 min" in line
-    assert full_width_cpu.progress_line("a", _summary("finished", 0.9)) is None
+    def record(epoch_s: float) -> dict:
+        return {"epoch_seconds": epoch_s, "val_seconds": 30.0, "raw_val_seconds": 30.0}
+
+    records = [record(1500.0), record(480.0), record(500.0)]  # the first one paused: the median ignores it
+    line = full_width_cpu.progress_line("a", _summary("unfinished", None, 3, wall_s=2 * 3600), records)
+    assert "3 of 40 epochs in 2.0 h" in line and "9.3 min" in line and "about 5.8 h more" in line
+    assert full_width_cpu.progress_line("a", _summary("finished", 0.9), records) is None
+    assert full_width_cpu.progress_line("a", _summary("aborted", None, 0), []) is None
 
 
 def test_dry_run_trains_then_skips_and_reports(tmp_path, capsys, monkeypatch):
