@@ -25,7 +25,7 @@ from typing import Any
 
 from recipe_report import collect, read_history, table_lines
 from recipe_rule import pct
-from recipe_study import DRY_FLAGS, STUDY_FLAGS, StudyError, load_variants, setting_for, shown, step, train_command
+from recipe_study import DRY_FLAGS, STUDY_FLAGS, StudyError, load_variants, run_each, setting_for, shown, train_command
 
 from ignite_cifar import files
 
@@ -115,16 +115,8 @@ def run(args: argparse.Namespace) -> int:
     variants = load_variants(list(RECIPES))
     runs_dir = Path(args.runs_dir)
     out_dir = runs_dir if args.dry else HERE
-    code = 0
-    for variant in ([] if args.report_only else variants):
-        runs_dir.mkdir(parents=True, exist_ok=True)
-        done, rc = step(variant, runs_dir, flags)
-        print(f"{variant.name}: {done}" + (f" -> exit {rc}" if rc else ""), flush=True)
-        write_report(variants, runs_dir, flags, out_dir)
-        if rc in (130, 143):  # stopped at a safe point by Ctrl-C / SIGTERM: run the same command again to resume
-            print(f"stopped; run the same command again to resume {variant.name}", flush=True)
-            return rc
-        code = code or rc
+    code = run_each([] if args.report_only else variants, runs_dir, flags,
+                    lambda: write_report(variants, runs_dir, flags, out_dir))
     print(f"report: {write_report(variants, runs_dir, flags, out_dir)}", flush=True)
     return code
 

@@ -26,7 +26,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 from recipe_report import RECORDS, REPORT, collect, read_history, run_state, write_report
@@ -206,6 +206,22 @@ def report(variants: list[Variant], study_dir: Path, setting: dict[str, Any], ou
                  {v.name: shown(train_command(v, study_dir, shown_setting)) for v in variants})
 
 
+def run_each(variants: list[Variant], study_dir: Path, setting: dict[str, Any], after_each: Callable[[], Any]) -> int:
+    """Bring each variant one call closer to finished (step), in order, calling after_each (a report) after each.
+    Returns the first non-zero exit code, or 0; a run stopped by Ctrl-C or SIGTERM stops the loop with its code."""
+    code = 0
+    for variant in variants:
+        study_dir.mkdir(parents=True, exist_ok=True)
+        done, rc = step(variant, study_dir, setting)
+        print(f"{variant.name}: {done}" + (f" -> exit {rc}" if rc else ""), flush=True)
+        after_each()
+        if rc in (130, 143):  # stopped at a safe point: the study stops with it
+            print(f"study stopped; run the same command again to resume {variant.name}", flush=True)
+            return rc
+        code = code or rc
+    return code
+
+
 def study(args: argparse.Namespace) -> int:
     """Run (or only report) the study; returns the exit code."""
     variants = load_variants(args.only)
@@ -216,16 +232,8 @@ def study(args: argparse.Namespace) -> int:
             f"Width 0.25, batch 128, {EPOCHS} epochs, all 50,000 training images of the JPEG export, "
             "val = its 10,000 test images; one run at a time on the machine named below.")
     report_all = load_variants()  # the report shows every variant, also those not run this time
-    code = 0
-    for variant in ([] if args.report_only else variants):
-        study_dir.mkdir(parents=True, exist_ok=True)
-        done, rc = step(variant, study_dir, setting)
-        print(f"{variant.name}: {done}" + (f" -> exit {rc}" if rc else ""), flush=True)
-        report(report_all, study_dir, setting, out_dir, note)
-        if rc in (130, 143):  # stopped by Ctrl-C / SIGTERM at a safe point: the study stops with it
-            print(f"study stopped; run the same command again to resume {variant.name}", flush=True)
-            return rc
-        code = code or rc
+    code = run_each([] if args.report_only else variants, study_dir, setting,
+                    lambda: report(report_all, study_dir, setting, out_dir, note))
     report(report_all, study_dir, setting, out_dir, note)
     print(f"report: {out_dir / REPORT}", flush=True)
     return code

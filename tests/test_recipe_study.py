@@ -183,3 +183,18 @@ def test_a_signal_stops_the_study_even_when_the_run_dies_of_it(tmp_path):
         timer.cancel()
     assert code == 128 + signal.SIGTERM
     assert "time.sleep(60)" in (tmp_path / "x.log").read_text()
+
+
+def test_a_run_stopped_by_a_signal_stops_the_loop_after_its_report(tmp_path, monkeypatch, capsys):
+    """run_each, shared by the recipe study and the full-width driver: a run ending in 143 (SIGTERM) or 130
+    (Ctrl-C) is reported and nothing after it starts; other failures are remembered and the loop goes on."""
+    calls, reports = [], []
+    codes = {"a": 1, "b": 143, "c": 0}
+    monkeypatch.setattr(recipe_study, "step", lambda v, d, s: (calls.append(v.name), ("started", codes[v.name]))[1])
+    variants = [recipe_study.Variant(name, "") for name in codes]
+    code = recipe_study.run_each(variants, tmp_path / "s", {}, lambda: reports.append(len(calls)))
+    assert code == 143 and calls == ["a", "b"] and reports == [1, 2]
+    assert "resume b" in capsys.readouterr().out
+    codes["b"] = 0
+    calls.clear()
+    assert recipe_study.run_each(variants, tmp_path / "s", {}, lambda: None) == 1 and calls == ["a", "b", "c"]
