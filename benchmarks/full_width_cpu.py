@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from recipe_report import collect, read_history, table_lines
-from recipe_rule import pct
+from recipe_rule import DEFAULT, pct
 from recipe_study import DRY_FLAGS, STUDY_FLAGS, StudyError, load_variants, run_each, setting_for, shown, train_command
 
 from ignite_cifar import files
@@ -32,8 +32,8 @@ from ignite_cifar import files
 HERE = Path(__file__).resolve().parent
 REPORT = "FULL-WIDTH-CPU.md"
 RECORDS = HERE / "full-width-cpu-runs"
-# the default (benchmarks/recipe_rule.DEFAULT) and its second seed, the two the target's mean is over
-RECIPES = ("combination-weight-std", "combination-weight-std-seed2")
+# the default and its second seed (its recipe file named <default>-seed2), the two the target's mean is over
+RECIPES = (DEFAULT, f"{DEFAULT}-seed2")
 FULL_WIDTH = {**STUDY_FLAGS, "width": 1.0}
 TARGET = 0.91  # the full-width target for the default: mean test accuracy of two seeds
 SEEDS_FOR_TARGET = 2

@@ -20,7 +20,6 @@ def _summary(state: str, accuracy: float | None = None, epochs_done: int = 40, w
 
 
 def test_it_runs_the_default_and_its_second_seed_at_full_width():
-    assert full_width_cpu.RECIPES[0] == load_benchmark("recipe_rule").DEFAULT
     seeds = [v.overrides.get("seed", 42) for v in recipe_study.load_variants(list(full_width_cpu.RECIPES))]
     assert sorted(seeds) == [42, 43]
     assert full_width_cpu.FULL_WIDTH == {**recipe_study.STUDY_FLAGS, "width": 1.0}
