@@ -8,7 +8,9 @@
 #
 # STUDY_RECIPES: names in benchmarks/recipes/, in run order (default below). STUDY_FLAGS: extra training flags
 # for every run (e.g. "--compile --amp on"). All runs share one TorchInductor/Triton cache, so a compiled graph is
-# built once and reused by the later runs.
+# built once and reused by the later runs. STUDY_LANES=N (default 1) trains N recipes at once on the one GPU: a
+# batch-128 step leaves most of the GPU idle, waiting on Python's kernel launches. Recipe i goes to lane i mod N and
+# each lane runs its share back to back; every run's output lines in study.log then start with "[recipe] ".
 # Everything lands in $OUT: study.log, STUDY-GPU.md, study.json and runs.tar.gz (every finished run's folder
 # without its checkpoints). A run still going when the budget runs out gets a SIGTERM (it stops at a safe point)
 # and is reported as unfinished, never as a result; recipes after it are reported as not started.
@@ -21,6 +23,8 @@ BUDGET_S=${GPU_BUDGET_S:-540}
 KIT=${GPU_KIT:-.gpu}
 RECIPES=${STUDY_RECIPES:-"combination-weight-std shipped combination-weight-std-seed2 combination combination-weight-std-label-smoothing shipped-seed2 combination-seed2 combination-weight-std-label-smoothing-seed2 combination-weight-std-hflip combination-weight-std-resnet34 combination-no-decay-norm-bias-weight-std combination-weight-std-lr2e-3 shipped-weight-std combination-adamw"}
 read -r -a EXTRA <<< "${STUDY_FLAGS:-}"
+LANES=${STUDY_LANES:-1}
+[[ "$LANES" =~ ^[1-9][0-9]*$ ]] || { echo "gpu_study: STUDY_LANES must be a whole number >= 1, got '$LANES'" >&2; exit 2; }
 RESERVE_S=40   # kept for the report and the archive
 MIN_RUN_S=60   # a run given less than this is not started
 START=$SECONDS
@@ -60,31 +64,43 @@ step "2. device and versions"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 "$PY" benchmarks/gpu_report.py --env "$WORK/env.json" || exit 1
 
-step "3. the recipes: $RECIPES"
+step "3. the recipes, $LANES at a time: $RECIPES"
 : > "$WORK/status"
 TRAIN=(-m ignite_cifar train "${DATA_FLAGS[@]}" --augment-on device --output-dir "$WORK/runs" "${SIZE[@]}"
        "${EXTRA[@]}")
-for name in $RECIPES; do
-  LEFT=$((BUDGET_S - (SECONDS - START) - RESERVE_S))
-  if [ "$LEFT" -lt "$MIN_RUN_S" ]; then
-    echo "$name: not started, $LEFT s left of the budget"
-    echo "$name -1 0 $LEFT" >> "$WORK/status"
-    continue
+run_recipe() {  # one recipe to its end or to the budget's; one line in $WORK/status
+  local name=$1 left run_start rc
+  left=$((BUDGET_S - (SECONDS - START) - RESERVE_S))
+  if [ "$left" -lt "$MIN_RUN_S" ]; then
+    echo "$name: not started, $left s left of the budget"
+    echo "$name -1 0 $left" >> "$WORK/status"
+    return
   fi
-  step "$name (limit $LEFT s)"
-  RUN_START=$SECONDS
-  timeout --signal=TERM --kill-after=20 "$LEFT" "$PY" "${TRAIN[@]}" --config mission --config "benchmarks/recipes/$name.yaml" \
-    --run-name "$name"
-  RC=$?
-  echo "$name $RC $((SECONDS - RUN_START)) $LEFT" >> "$WORK/status"
-  echo "$name exited with $RC after $((SECONDS - RUN_START)) s; compile cache: $(du -sh "$WORK/cache" 2>/dev/null \
+  step "$name (limit $left s)"
+  run_start=$SECONDS
+  timeout --signal=TERM --kill-after=20 "$left" "$PY" "${TRAIN[@]}" --config mission \
+    --config "benchmarks/recipes/$name.yaml" --run-name "$name" 2>&1 | sed -u "s/^/[$name] /"
+  rc=${PIPESTATUS[0]}
+  echo "$name $rc $((SECONDS - run_start)) $left" >> "$WORK/status"
+  echo "$name exited with $rc after $((SECONDS - run_start)) s; compile cache: $(du -sh "$WORK/cache" 2>/dev/null \
     | cut -f1)"
-done
+}
+run_lane() {  # lane $1 of $LANES: recipes $1, $1 + LANES, ... of the list, back to back
+  local index=0 name
+  for name in $RECIPES; do
+    if [ $((index % LANES)) -eq "$1" ]; then run_recipe "$name"; fi
+    index=$((index + 1))
+  done
+}
+LANE_PIDS=()
+for ((lane = 0; lane < LANES; lane++)); do run_lane "$lane" & LANE_PIDS+=($!); done
+wait "${LANE_PIDS[@]}"  # the lanes only: a bare `wait` would also wait for the log's tee, which never ends
+for name in $RECIPES; do grep "^$name " "$WORK/status"; done > "$WORK/status.in-order"  # the report's row order
 
 step "4. report and archive"
-"$PY" benchmarks/gpu_study_report.py --env "$WORK/env.json" --status "$WORK/status" --runs "$WORK/runs" \
-  --command "python ${TRAIN[*]} --config mission --config benchmarks/recipes/R.yaml --run-name R" --budget "$BUDGET_S" \
-  --dry "$DRY" --out "$OUT/STUDY-GPU.md" --json "$OUT/study.json"
+"$PY" benchmarks/gpu_study_report.py --env "$WORK/env.json" --status "$WORK/status.in-order" --runs "$WORK/runs" \
+  --command "python ${TRAIN[*]} --config mission --config benchmarks/recipes/R.yaml --run-name R" \
+  --budget "$BUDGET_S" --lanes "$LANES" --dry "$DRY" --out "$OUT/STUDY-GPU.md" --json "$OUT/study.json"
 REPORT_RC=$?
 FINISHED=$("$PY" -c "import json, sys; print(' '.join(r['name'] for r in json.load(open(sys.argv[1])) if r['finished']))" \
   "$OUT/study.json" 2>/dev/null)

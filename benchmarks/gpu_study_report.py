@@ -27,6 +27,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--runs", required=True, help="the folder holding one run folder per recipe")
     p.add_argument("--command", default="", help="the training command, recipe left out")
     p.add_argument("--budget", type=float, default=0.0)
+    p.add_argument("--lanes", type=int, default=1, help="how many recipes trained at once on the one GPU")
     p.add_argument("--dry", default="0")
     p.add_argument("--out", required=True)
     p.add_argument("--json", help="also write the rows as JSON here")
@@ -80,6 +81,14 @@ def _rules(row: dict) -> str:
     return "**no**: " + "; ".join(row["outside_rules"]) if row["outside_rules"] else "yes"
 
 
+def _schedule(lanes: int) -> str:
+    if lanes == 1:
+        return "the recipes ran back to back in the order listed, one process each, sharing one compile cache"
+    return (f"{lanes} recipes trained at once on the one GPU (recipe i in lane i mod {lanes}, each lane back to "
+            "back), one process each, sharing one compile cache: their wall times and images/s are those of a "
+            "shared GPU, not of one run alone")
+
+
 def report(args: argparse.Namespace, env: dict, rows: list[dict]) -> str:
     dry = args.dry == "1"
     title = "GPU study" + (" (DRY RUN on CPU: tiny sizes, not a result)" if dry else "")
@@ -90,8 +99,7 @@ def report(args: argparse.Namespace, env: dict, rows: list[dict]) -> str:
              f"driver {env['driver']}, {env['cpu_cores']} CPU cores",
              f"- versions: python {env['python']}, torch {env['torch']}, CUDA {env['cuda']}, cuDNN {env['cudnn']}",
              f"- command, for each recipe R: `{args.command}`",
-             f"- time budget of the whole study: {args.budget:.0f} s; the recipes ran back to back in the order "
-             "listed, one process each, sharing one compile cache", "",
+             f"- time budget of the whole study: {args.budget:.0f} s; {_schedule(args.lanes)}", "",
              f"| variant | seed | test accuracy at epoch {planned} | best val accuracy (epoch) | LR cuts after epoch "
              "| wall time of the epochs | process wall time | training images/s (median) "
              "| under the assignment's rules |",

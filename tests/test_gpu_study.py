@@ -16,11 +16,14 @@ import yaml
 from .helpers import REPO
 
 
-def _study(tmp: Path, recipes: str, budget: int | None = None) -> tuple[subprocess.CompletedProcess, Path]:
+def _study(tmp: Path, recipes: str, budget: int | None = None,
+           lanes: str | None = None) -> tuple[subprocess.CompletedProcess, Path]:
     out = tmp / "out"
     env = {**os.environ, "GPU_DRY_RUN": "1", "OUT": str(out), "PYTHON": sys.executable, "STUDY_RECIPES": recipes}
     if budget is not None:
         env["GPU_BUDGET_S"] = str(budget)
+    if lanes is not None:
+        env["STUDY_LANES"] = lanes
     done = subprocess.run(["bash", "benchmarks/gpu_study.sh"], cwd=REPO, env=env, capture_output=True, text=True)
     return done, out
 
@@ -53,6 +56,24 @@ def test_a_spent_budget_starts_nothing_and_reports_no_result(tmp_path):
     assert "- shipped: not started: the time budget was spent" in report and "- adam: not started" in report
     assert "**" not in report  # no accuracy anywhere
     assert not (out / "runs.tar.gz").exists()
+
+
+def test_lanes_train_recipes_at_once_and_report_them_in_list_order(tmp_path):
+    done, out = _study(tmp_path, "shipped adam ema", lanes="2")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = json.loads((out / "study.json").read_text())
+    assert [(r["name"], r["finished"]) for r in rows] == [("shipped", True), ("adam", True), ("ema", True)]
+    report = (out / "STUDY-GPU.md").read_text()
+    assert "2 recipes trained at once on the one GPU" in report and "not of one run alone" in report
+    log = (out / "study.log").read_text()
+    assert "[adam] epoch 1/1" in log and "[ema] epoch 1/1" in log
+
+
+@pytest.mark.parametrize("lanes", ["0", "two"])
+def test_a_bad_lane_count_is_refused_in_one_line(tmp_path, lanes):
+    done, out = _study(tmp_path, "shipped", lanes=lanes)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"gpu_study: STUDY_LANES must be a whole number >= 1, got '{lanes}'"]
 
 
 def _dry_runs(dry_study, tmp: Path, name: str, **changes) -> Path:
