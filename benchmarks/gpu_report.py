@@ -17,6 +17,7 @@ import subprocess
 from pathlib import Path
 
 import yaml
+from recipe_report import wall_seconds  # the wall time over all of a run's processes (it restarts on resume)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -67,12 +68,11 @@ def run_summary(run_dir: Path) -> dict:
         later = records[1:] or records
         summary.update(
             best_val=best["val_accuracy"], best_epoch=best["epoch"], last_val=records[-1]["val_accuracy"],
-            wall_s=records[-1].get("wall_seconds"), first_epoch_s=records[0]["epoch_seconds"],
+            wall_s=wall_seconds(records), first_epoch_s=records[0]["epoch_seconds"],
             median_epoch_s=statistics.median(r["epoch_seconds"] for r in later),
             median_val_s=statistics.median(r.get("val_seconds") or 0.0 for r in later),
             median_ips=statistics.median(r["train_images_per_s"] for r in later),
-            other_s=(records[-1].get("wall_seconds") or 0.0)
-            - sum(r["epoch_seconds"] + (r.get("val_seconds") or 0.0) for r in records),
+            other_s=wall_seconds(records) - sum(r["epoch_seconds"] + (r.get("val_seconds") or 0.0) for r in records),
             lr_drops=[(r["epoch"], r["lr"], r["next_lr"]) for r in records if r["next_lr"] < r["lr"]])
     return summary
 

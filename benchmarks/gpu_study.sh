@@ -12,8 +12,11 @@
 # batch-128 step leaves most of the GPU idle, waiting on Python's kernel launches. Recipe i goes to lane i mod N and
 # each lane runs its share back to back; every run's output lines in study.log then start with "[recipe] ".
 # Everything lands in $OUT: study.log, STUDY-GPU.md, study.json and runs.tar.gz (every finished run's folder
-# without its checkpoints). A run still going when the budget runs out gets a SIGTERM (it stops at a safe point)
-# and is reported as unfinished, never as a result; recipes after it are reported as not started.
+# without its checkpoints). A run still going when the budget runs out gets a SIGTERM (it stops at a safe point
+# and saves a checkpoint) and is reported as unfinished, never as a result; recipes after it are reported as not
+# started. The run folders stay in GPU_STUDY_DIR (default runs/gpu-study, git-ignored, so a warm device machine
+# keeps it between calls): the same command again resumes the unfinished runs from their checkpoints, skips the
+# finished ones and starts the rest.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 : "${OUT:?set OUT to the folder the results go to}"
@@ -21,6 +24,8 @@ mkdir -p "$OUT"
 DRY=${GPU_DRY_RUN:-0}
 BUDGET_S=${GPU_BUDGET_S:-540}
 KIT=${GPU_KIT:-.gpu}
+STUDY_DIR=${GPU_STUDY_DIR:-runs/gpu-study}
+mkdir -p "$STUDY_DIR" && RUNS=$(cd "$STUDY_DIR" && pwd)
 RECIPES=${STUDY_RECIPES:-"combination-weight-std shipped combination-weight-std-seed2 combination combination-weight-std-label-smoothing shipped-seed2 combination-seed2 combination-weight-std-label-smoothing-seed2 combination-weight-std-hflip combination-weight-std-resnet34 combination-no-decay-norm-bias-weight-std combination-weight-std-lr2e-3 shipped-weight-std combination-adamw"}
 read -r -a EXTRA <<< "${STUDY_FLAGS:-}"
 LANES=${STUDY_LANES:-1}
@@ -43,7 +48,8 @@ step "1. packages and data"
 if [ "$DRY" = 1 ]; then
   PY=${PYTHON:-.venv/bin/python}
   DATA_FLAGS=(--dataset synthetic)   # the folder path and the kit are proven by gpu_headline.sh's dry run
-  SIZE=(--device cpu --width 0.0625 --epochs 1 --train-subset 200 --test-subset 50 --batch-size 50
+  EPOCHS=${GPU_DRY_EPOCHS:-1}
+  SIZE=(--device cpu --width 0.0625 --epochs "$EPOCHS" --train-subset 200 --test-subset 50 --batch-size 50
         --n-misclassified 2 --probe-every 0)
   MIN_RUN_S=1
 else
@@ -55,9 +61,12 @@ else
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$WORK/site" \
     "$KIT"/wheels/*.whl || exit 1
   export PYTHONPATH="$WORK/site:$PWD"
-  tar xzf "$KIT/cifar10-jpeg.tar.gz" -C "$WORK" || exit 1
-  DATA_FLAGS=(--dataset folder --data-dir "$WORK/cifar10-jpeg")
-  SIZE=(--width 1.0 --epochs 40)
+  # in the study folder, so that the runs' config.yaml still names it when a later call resumes or explains them
+  [ -d "$RUNS/.data/cifar10-jpeg/train" ] || { mkdir -p "$RUNS/.data" && tar xzf "$KIT/cifar10-jpeg.tar.gz" \
+    -C "$RUNS/.data"; } || exit 1
+  DATA_FLAGS=(--dataset folder --data-dir "$RUNS/.data/cifar10-jpeg")
+  EPOCHS=40
+  SIZE=(--width 1.0 --epochs "$EPOCHS")
 fi
 
 step "2. device and versions"
@@ -66,20 +75,36 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,m
 
 step "3. the recipes, $LANES at a time: $RECIPES"
 : > "$WORK/status"
-TRAIN=(-m ignite_cifar train "${DATA_FLAGS[@]}" --augment-on device --output-dir "$WORK/runs" "${SIZE[@]}"
+TRAIN=(-m ignite_cifar train "${DATA_FLAGS[@]}" --augment-on device --output-dir "$RUNS" "${SIZE[@]}"
        "${EXTRA[@]}")
+run_state() {  # missing | finished | unfinished | explain | aborted (benchmarks/recipe_report.run_state)
+  "$PY" -c 'import sys; from pathlib import Path; sys.path.insert(0, "benchmarks"); from recipe_report import run_state
+print(run_state(Path(sys.argv[1]), int(sys.argv[2])))' "$RUNS/$1" "$EPOCHS"
+}
+recipe_command() {  # the call that brings recipe $1 closer to finished, by the state of its folder
+  local name=$1 state
+  state=$(run_state "$name") || return 1
+  case "$state" in
+    finished) echo "echo $name: finished in an earlier call, kept" ;;
+    explain) echo "$PY -m ignite_cifar explain --run $RUNS/$name" ;;
+    unfinished) echo "$PY -m ignite_cifar train --resume $RUNS/$name ${DATA_FLAGS[*]} --epochs $EPOCHS ${EXTRA[*]}" ;;
+    *) [ "$state" = aborted ] && mv "$RUNS/$name" "$RUNS/aborted-$name-$(date +%Y%m%d-%H%M%S)"  # no checkpoint
+       echo "$PY ${TRAIN[*]} --config mission --config benchmarks/recipes/$name.yaml --run-name $name" ;;
+  esac
+}
 run_recipe() {  # one recipe to its end or to the budget's; one line in $WORK/status
-  local name=$1 left run_start rc
+  local name=$1 left run_start rc command
   left=$((BUDGET_S - (SECONDS - START) - RESERVE_S))
   if [ "$left" -lt "$MIN_RUN_S" ]; then
     echo "$name: not started, $left s left of the budget"
     echo "$name -1 0 $left" >> "$WORK/status"
     return
   fi
-  step "$name (limit $left s)"
+  command=$(recipe_command "$name") || { echo "$name 1 0 $left" >> "$WORK/status"; return; }
+  step "$name (limit $left s): $command"
   run_start=$SECONDS
-  timeout --signal=TERM --kill-after=20 "$left" "$PY" "${TRAIN[@]}" --config mission \
-    --config "benchmarks/recipes/$name.yaml" --run-name "$name" 2>&1 | sed -u "s/^/[$name] /"
+  # shellcheck disable=SC2086  # the command is words without spaces inside them (paths from mktemp and the repo)
+  timeout --signal=TERM --kill-after=20 "$left" $command 2>&1 | sed -u "s/^/[$name] /"
   rc=${PIPESTATUS[0]}
   echo "$name $rc $((SECONDS - run_start)) $left" >> "$WORK/status"
   echo "$name exited with $rc after $((SECONDS - run_start)) s; compile cache: $(du -sh "$WORK/cache" 2>/dev/null \
@@ -98,7 +123,7 @@ wait "${LANE_PIDS[@]}"  # the lanes only: a bare `wait` would also wait for the 
 for name in $RECIPES; do grep "^$name " "$WORK/status"; done > "$WORK/status.in-order"  # the report's row order
 
 step "4. report and archive"
-"$PY" benchmarks/gpu_study_report.py --env "$WORK/env.json" --status "$WORK/status.in-order" --runs "$WORK/runs" \
+"$PY" benchmarks/gpu_study_report.py --env "$WORK/env.json" --status "$WORK/status.in-order" --runs "$RUNS" \
   --command "python ${TRAIN[*]} --config mission --config benchmarks/recipes/R.yaml --run-name R" \
   --budget "$BUDGET_S" --lanes "$LANES" --dry "$DRY" --out "$OUT/STUDY-GPU.md" --json "$OUT/study.json"
 REPORT_RC=$?
@@ -106,8 +131,8 @@ FINISHED=$("$PY" -c "import json, sys; print(' '.join(r['name'] for r in json.lo
   "$OUT/study.json" 2>/dev/null)
 if [ -n "$FINISHED" ]; then
   # shellcheck disable=SC2086
-  tar czf "$OUT/runs.tar.gz" -C "$WORK/runs" --exclude checkpoints $FINISHED
+  tar czf "$OUT/runs.tar.gz" -C "$RUNS" --exclude checkpoints $FINISHED
 fi
 step "done: $(ls "$OUT" | tr '\n' ' ')"
-rm -rf "$WORK"
+rm -rf "$WORK"  # the packages, data and compile cache; the run folders stay in $RUNS for the next call
 exit "$REPORT_RC"

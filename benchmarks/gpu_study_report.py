@@ -101,7 +101,7 @@ def report(args: argparse.Namespace, env: dict, rows: list[dict]) -> str:
              f"- command, for each recipe R: `{args.command}`",
              f"- time budget of the whole study: {args.budget:.0f} s; {_schedule(args.lanes)}", "",
              f"| variant | seed | test accuracy at epoch {planned} | best val accuracy (epoch) | LR cuts after epoch "
-             "| wall time of the epochs | process wall time | training images/s (median) "
+             "| wall time of the epochs | process wall time (this call) | training images/s (median) "
              "| under the assignment's rules |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

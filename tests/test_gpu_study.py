@@ -16,10 +16,11 @@ import yaml
 from .helpers import REPO
 
 
-def _study(tmp: Path, recipes: str, budget: int | None = None,
-           lanes: str | None = None) -> tuple[subprocess.CompletedProcess, Path]:
-    out = tmp / "out"
-    env = {**os.environ, "GPU_DRY_RUN": "1", "OUT": str(out), "PYTHON": sys.executable, "STUDY_RECIPES": recipes}
+def _study(tmp: Path, recipes: str, budget: int | None = None, lanes: str | None = None,
+           epochs: int = 1, out_name: str = "out") -> tuple[subprocess.CompletedProcess, Path]:
+    out = tmp / out_name
+    env = {**os.environ, "GPU_DRY_RUN": "1", "OUT": str(out), "PYTHON": sys.executable, "STUDY_RECIPES": recipes,
+           "GPU_STUDY_DIR": str(tmp / "study"), "GPU_DRY_EPOCHS": str(epochs)}
     if budget is not None:
         env["GPU_BUDGET_S"] = str(budget)
     if lanes is not None:
@@ -59,14 +60,31 @@ def test_a_spent_budget_starts_nothing_and_reports_no_result(tmp_path):
 
 
 def test_lanes_train_recipes_at_once_and_report_them_in_list_order(tmp_path):
-    done, out = _study(tmp_path, "shipped adam ema", lanes="2")
+    done, out = _study(tmp_path, "shipped adam", lanes="2")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     rows = json.loads((out / "study.json").read_text())
-    assert [(r["name"], r["finished"]) for r in rows] == [("shipped", True), ("adam", True), ("ema", True)]
+    assert [(r["name"], r["finished"]) for r in rows] == [("shipped", True), ("adam", True)]
     report = (out / "STUDY-GPU.md").read_text()
     assert "2 recipes trained at once on the one GPU" in report and "not of one run alone" in report
     log = (out / "study.log").read_text()
-    assert "[adam] epoch 1/1" in log and "[ema] epoch 1/1" in log
+    assert "[shipped] epoch 1/1" in log and "[adam] epoch 1/1" in log
+
+
+def test_the_same_command_again_resumes_an_unfinished_run_and_keeps_a_finished_one(tmp_path):
+    """A run with fewer epochs than planned (as one cut off by the budget of the last call) is resumed from its
+    checkpoint in the study folder, not started again; a finished one is kept and reported without training."""
+    assert _study(tmp_path, "shipped", out_name="call1")[0].returncode == 0
+    done, out = _study(tmp_path, "shipped", epochs=2, out_name="call2")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    log = (out / "study.log").read_text()
+    assert "train --resume" in log and "[shipped] epoch 2/2" in log and "[shipped] epoch 1/2" not in log
+    history = json.loads((tmp_path / "study" / "shipped" / "history.json").read_text())
+    assert [r["epoch"] for r in history["epochs"]] == [1, 2] and "final_test" in history
+    assert json.loads((out / "study.json").read_text())[0]["finished"]
+    done, out = _study(tmp_path, "shipped", epochs=2, out_name="call3")
+    assert done.returncode == 0 and "shipped: finished in an earlier call, kept" in (out / "study.log").read_text()
+    row = json.loads((out / "study.json").read_text())[0]
+    assert row["finished"] and row["epochs_done"] == 2
 
 
 @pytest.mark.parametrize("lanes", ["0", "two"])
