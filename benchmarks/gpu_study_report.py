@@ -57,7 +57,7 @@ def study_rows(status: list[dict], runs: Path) -> list[dict]:
         finished = (entry["rc"] == 0 and summary["epochs_done"] > 0 and summary["epochs_done"] == planned
                     and summary.get("final_test") is not None)
         row = {**entry, "finished": finished, "seed": config.get("seed"), "epochs_done": summary["epochs_done"],
-               "epochs_planned": planned, "outside_rules": outside_rules(config)}
+               "epochs_planned": planned, "outside_rules": outside_rules(config), "last_val": summary.get("last_val")}
         if finished:
             row.update(test_accuracy=summary["final_test"]["test_accuracy"], best_val=summary["best_val"],
                        best_epoch=summary["best_epoch"], lr_cuts=[e for e, _, _ in summary["lr_drops"]],
@@ -75,6 +75,13 @@ def _why(row: dict) -> str:
     if row["rc"] != 0:
         return f"failed (exit code {row['rc']})"
     return "ended without its final evaluation"
+
+
+def _progress(row: dict) -> str:
+    """How far an unfinished run's val accuracy got: progress toward a result, said as such."""
+    if not row["epochs_done"] or row.get("last_val") is None:
+        return ""
+    return f" (val {100 * row['last_val']:.2f}% at epoch {row['epochs_done']}: progress, not a result)"
 
 
 def _rules(row: dict) -> str:
@@ -114,7 +121,7 @@ def report(args: argparse.Namespace, env: dict, rows: list[dict]) -> str:
     if unfinished:
         lines += ["", "## Unfinished (not results)", ""]
         lines += [f"- {r['name']}: {_why(r)}; {r['epochs_done']} of {r['epochs_planned'] or planned} epochs recorded"
-                  for r in unfinished]
+                  + _progress(r) for r in unfinished]
     finished = [r for r in rows if r["finished"]]
     if finished:
         first = finished[0]

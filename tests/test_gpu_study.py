@@ -126,7 +126,9 @@ def test_a_run_cut_off_by_the_budget_is_unfinished_not_a_result(dry_study, tmp_p
     """The report script on a study whose second run was stopped by the budget after its first of 40 epochs."""
     runs = _dry_runs(dry_study, tmp_path, "adam", epochs=40)
     report = _report(tmp_path, runs, "adam 124 300 300\nema -1 0 12\n")
-    assert "- adam: cut off by the time budget after 300 s (limit 300 s); 1 of 40 epochs recorded" in report
+    val = json.loads((runs / "adam" / "history.json").read_text())["epochs"][0]["val_accuracy"]
+    assert ("- adam: cut off by the time budget after 300 s (limit 300 s); 1 of 40 epochs recorded "
+            f"(val {100 * val:.2f}% at epoch 1: progress, not a result)") in report
     assert "- ema: not started" in report
     assert "**" not in report and "| adam |" not in report
     assert [r["finished"] for r in json.loads((tmp_path / "rows.json").read_text())] == [False, False]
