@@ -9,6 +9,9 @@ never cut answers for all its epochs. Epochs of a warmup are skipped, as the tra
 
 As a check, the run's own settings are replayed too: they must cut where the run did.
 
+`--logs` reads the runs of gpu_study.sh logs instead (benchmarks/study_log_curves.py; settings from mission.yaml
+and the recipe the run is named after), also runs the budget stopped: they answer for their recorded epochs only.
+
     python benchmarks/plateau_replay.py --runs runs/study/combination-seed2 runs/study/combination-warmup \
         --markdown benchmarks/PLATEAU-REPLAY.md
 """
@@ -26,6 +29,7 @@ from typing import Any
 
 import torch
 import yaml
+from study_log_curves import read_runs
 
 from ignite_cifar.config import Config
 from ignite_cifar.schedules import Plateau, PlateauScheduler
@@ -45,17 +49,41 @@ class Recorded:
     warmup_epochs: int
     own: Plateau
     own_on: str
+    complete: bool = True  # False: stopped before its planned epochs, so "no cut" means none in those recorded
+
+
+REPO = Path(__file__).resolve().parent.parent
+MISSION = REPO / "ignite_cifar" / "configs" / "mission.yaml"
+RECIPES = REPO / "benchmarks" / "recipes"
+
+
+def recorded(name: str, epochs: list[dict[str, Any]], config: dict[str, Any], complete: bool = True) -> Recorded:
+    cut = next((i for i, r in enumerate(epochs) if r["next_lr"] < r["lr"]), None)
+    # a run older than a --plateau-* flag ran with that flag's default (torch's): Config's defaults fill it in
+    own = Plateau.of(SimpleNamespace(**{**dataclasses.asdict(Config()), **config}))
+    return Recorded(name, epochs[: None if cut is None else cut + 1], None if cut is None else cut + 2,
+                    config.get("warmup_epochs", 0), own,
+                    config.get("plateau_on", "ema") if config.get("ema_decay") else "raw", complete)
 
 
 def read_run(run_dir: Path) -> Recorded:
     epochs = json.loads((run_dir / "history.json").read_text())["epochs"]
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    cut = next((i for i, r in enumerate(epochs) if r["next_lr"] < r["lr"]), None)
-    # a run older than a --plateau-* flag ran with that flag's default (torch's): Config's defaults fill it in
-    own = Plateau.of(SimpleNamespace(**{**dataclasses.asdict(Config()), **config}))
-    return Recorded(run_dir.name, epochs[: None if cut is None else cut + 1], None if cut is None else cut + 2,
-                    config.get("warmup_epochs", 0), own,
-                    config.get("plateau_on", "ema") if config.get("ema_decay") else "raw")
+    return recorded(run_dir.name, epochs, yaml.safe_load((run_dir / "config.yaml").read_text()))
+
+
+def read_logged_runs(log: Path) -> list[Recorded]:
+    """The runs of one gpu_study.sh log, named <log folder>/<recipe>, with mission.yaml + the recipe's settings."""
+    runs = []
+    for name, run in read_runs(log).items():
+        recipe = RECIPES / f"{name}.yaml"
+        if not recipe.is_file():
+            raise FileNotFoundError(f"{log}: run {name} names no recipe {recipe.relative_to(REPO)}")
+        config = {**yaml.safe_load(MISSION.read_text()), **(yaml.safe_load(recipe.read_text()) or {})}
+        epochs = run["epochs"]
+        for this, following in zip(epochs, epochs[1:] + [None], strict=True):
+            this["next_lr"] = following["lr"] if following else this["lr"]  # the last one's next lr: not logged
+        runs.append(recorded(f"{log.parent.name}/{name}", epochs, config, epochs[-1]["epoch"] == epochs[-1]["planned"]))
+    return runs
 
 
 def replay(values: list[float], plateau: Plateau, warmup_epochs: int = 0) -> int | None:
@@ -90,7 +118,7 @@ def answer(run: Recorded, on: str, plateau: Plateau) -> str:
     cut = replay([r[key] for r in run.epochs], plateau, run.warmup_epochs)
     if cut is not None:
         return str(cut)
-    return f"> {len(run.epochs)}" if run.first_cut is not None else "never"
+    return f"> {len(run.epochs)}" if run.first_cut is not None or not run.complete else "never"
 
 
 def settings() -> list[tuple[str, Plateau]]:
@@ -111,30 +139,44 @@ def table(runs: list[Recorded]) -> list[str]:
     lines = ["| plateau on, threshold, patience | " + " | ".join(r.name for r in runs) + " |",
              "|---|" + "---|" * len(runs),
              "| **recorded** (the run's own settings) | " + " | ".join(
-                 f"{r.first_cut or 'never'} ({describe(r.own_on, r.own)}; replayed: {answer(r, r.own_on, r.own)})"
+                 f"{recorded_cut(r)} ({describe(r.own_on, r.own)}; replayed: {answer(r, r.own_on, r.own)})"
                  for r in runs) + " |"]
     for on, plateau in settings():
         lines.append(f"| {describe(on, plateau)} | " + " | ".join(answer(r, on, plateau) for r in runs) + " |")
     return lines
 
 
+def recorded_cut(run: Recorded) -> str:
+    """The run's own first cut, said as answer() says a replayed one."""
+    if run.first_cut:
+        return str(run.first_cut)
+    return "never" if run.complete else f"> {len(run.epochs)}"
+
+
 def own_settings_agree(run: Recorded) -> bool:
-    replayed = answer(run, run.own_on, run.own)
-    return replayed == (str(run.first_cut) if run.first_cut else "never")
+    return answer(run, run.own_on, run.own) == recorded_cut(run)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--runs", nargs="+", required=True, help="finished run folders (history.json, config.yaml)")
+    p.add_argument("--runs", nargs="+", default=[], help="finished run folders (history.json, config.yaml)")
+    p.add_argument("--logs", nargs="+", default=[], help="gpu_study.sh study.log files")
     p.add_argument("--markdown", default=None, help="also write the table here")
     args = p.parse_args(argv)
-    runs = [read_run(Path(d)) for d in args.runs]
+    if not args.runs and not args.logs:
+        p.error("give --runs and/or --logs")
+    try:
+        runs = [read_run(Path(d)) for d in args.runs] + [r for log in args.logs for r in read_logged_runs(Path(log))]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError) as err:
+        print(f"plateau_replay: {err}", file=sys.stderr)
+        return 2
     lines = ["First epoch trained at a cut lr (factor 0.1) if the plateau scheduler had had these settings; "
-             "'> N': no cut while the run's own lr held (its first cut came at N + 1), 'never': no cut in the "
-             "whole run.", "", *table(runs)]
+             "'> N': no cut while the run's own lr held (its first cut came at N + 1) or in the N epochs a run "
+             "stopped early recorded, 'never': no cut in the whole run.", "", *table(runs)]
     print("\n".join(lines))
     if args.markdown:
-        command = "python benchmarks/plateau_replay.py --runs " + " ".join(args.runs)
+        command = "python benchmarks/plateau_replay.py" + "".join(
+            f" --{flag} " + " ".join(values) for flag, values in (("runs", args.runs), ("logs", args.logs)) if values)
         Path(args.markdown).write_text(f"# Plateau replay\n\nWritten by `{command}`.\n\n" + "\n".join(lines) + "\n")
     bad = [r.name for r in runs if not own_settings_agree(r)]
     if bad:

@@ -18,22 +18,26 @@ import sys
 from pathlib import Path
 
 EPOCH_LINE = re.compile(r"^\[(?P<run>[^\]]+)\] epoch (?P<epoch>\d+)/(?P<planned>\d+) .*?train loss \S+ acc "
-                        r"(?P<train>[\d.]+)%\s+val loss \S+ acc (?P<val>[\d.]+)%\s+lr (?P<lr>\S+)\s+(?P<s>[\d.]+)s$")
-RAW_LINE = re.compile(r"^\[(?P<run>[^\]]+)\]\s+raw weights: val loss \S+ acc (?P<raw>[\d.]+)%")
+                        r"(?P<train>[\d.]+)%\s+val loss (?P<loss>\S+) acc (?P<val>[\d.]+)%\s+lr (?P<lr>\S+)\s+"
+                        r"(?P<s>[\d.]+)s$")
+RAW_LINE = re.compile(r"^\[(?P<run>[^\]]+)\]\s+raw weights: val loss (?P<loss>\S+) acc (?P<raw>[\d.]+)%")
 FINAL_LINE = re.compile(r"^\[(?P<run>[^\]]+)\] test accuracy \(final[^)]*\): (?P<test>[\d.]+)%")
 AT_EPOCHS = (1, 10, 20, 30)
 
 
 def read_runs(log: Path) -> dict[str, dict]:
-    """run name -> {"epochs": [{epoch, planned, train, val, lr, s, raw}], "test": final test % or None}."""
+    """run name -> {"epochs": [...], "test": final test % or None}; each epoch as history.json names its fields
+    (accuracies as fractions, raw_val_* beside a weight average) plus "planned", the epochs the run planned."""
     runs: dict[str, dict] = {}
     for line in log.read_text(errors="replace").splitlines():
         if m := EPOCH_LINE.match(line):
             run = runs.setdefault(m["run"], {"epochs": [], "test": None})
-            run["epochs"].append({"epoch": int(m["epoch"]), "planned": int(m["planned"]), "train": float(m["train"]),
-                                  "val": float(m["val"]), "lr": m["lr"], "s": float(m["s"]), "raw": None})
+            run["epochs"].append({"epoch": int(m["epoch"]), "planned": int(m["planned"]),
+                                  "train_accuracy": float(m["train"]) / 100, "val_loss": float(m["loss"]),
+                                  "val_accuracy": float(m["val"]) / 100, "lr": float(m["lr"]),
+                                  "epoch_seconds": float(m["s"])})
         elif (m := RAW_LINE.match(line)) and runs.get(m["run"], {}).get("epochs"):
-            runs[m["run"]]["epochs"][-1]["raw"] = float(m["raw"])
+            runs[m["run"]]["epochs"][-1].update(raw_val_loss=float(m["loss"]), raw_val_accuracy=float(m["raw"]) / 100)
         elif (m := FINAL_LINE.match(line)) and m["run"] in runs:
             runs[m["run"]]["test"] = float(m["test"])
     return runs
@@ -43,13 +47,14 @@ def row(log_name: str, name: str, run: dict) -> str:
     epochs = run["epochs"]
     by_epoch = {e["epoch"]: e for e in epochs}
     last, planned = epochs[-1], epochs[-1]["planned"]
-    at = " / ".join(f"{by_epoch[n]['val']:.2f}" if n in by_epoch else "-" for n in AT_EPOCHS)
-    later = [e["s"] for e in epochs[1:]] or [epochs[0]["s"]]
+    at = " / ".join(f"{100 * by_epoch[n]['val_accuracy']:.2f}" if n in by_epoch else "-" for n in AT_EPOCHS)
+    later = [e["epoch_seconds"] for e in epochs[1:]] or [epochs[0]["epoch_seconds"]]
     state = (f"**{run['test']:.2f}%** (final test)" if run["test"] is not None and last["epoch"] == planned
              else f"unfinished: {last['epoch']} of {planned} epochs")
-    raw = f"{last['raw']:.2f}" if last["raw"] is not None else "-"
-    return (f"| {log_name} | {name} | {state} | {at} | {last['val']:.2f} ({last['epoch']}) | {raw} | "
-            f"{last['train']:.2f} | {last['lr']} | {epochs[0]['s']:.1f} | {statistics.median(later):.1f} |")
+    raw = f"{100 * last['raw_val_accuracy']:.2f}" if "raw_val_accuracy" in last else "-"
+    return (f"| {log_name} | {name} | {state} | {at} | {100 * last['val_accuracy']:.2f} ({last['epoch']}) | {raw} | "
+            f"{100 * last['train_accuracy']:.2f} | {last['lr']:g} | {epochs[0]['epoch_seconds']:.1f} | "
+            f"{statistics.median(later):.1f} |")
 
 
 def table(logs: list[Path]) -> str:

@@ -11,6 +11,7 @@ from ignite_cifar.schedules import Plateau
 
 from .helpers import load_benchmark
 
+load_benchmark("study_log_curves")  # plateau_replay imports it
 plateau_replay = load_benchmark("plateau_replay")
 
 LOSSES = [1.0, 0.9, 0.895, 0.893, 0.892]  # after epoch 2 only gains far below 0.01
@@ -54,3 +55,31 @@ def test_an_older_run_without_the_plateau_flags_replays_with_their_defaults(tmp_
     assert plateau_replay.own_settings_agree(run)
     assert plateau_replay.answer(run, "raw", Plateau(patience=2, threshold=0.01, threshold_mode="abs")) == "6"
     assert plateau_replay.answer(run, "ema", Plateau()) == "never"
+
+
+def _epoch_line(run: str, epoch: int, planned: int, loss: float, lr: float) -> str:
+    return (f"[{run}] epoch {epoch}/{planned}  train loss 1.0 acc 50.00%  val loss {loss:.4f} acc 60.00%  "
+            f"lr {lr:g}  12.5s\n[{run}]          raw weights: val loss {loss + 0.1:.4f} acc 55.00%  (0.4s)\n")
+
+
+def test_a_logged_run_stopped_early_answers_only_for_its_recorded_epochs(tmp_path):
+    """From a gpu_study.sh log: the settings come from mission.yaml and the run's recipe; a run the budget stopped
+    never says 'never', only that no cut came in the epochs it recorded."""
+    log = tmp_path / "call1" / "study.log"
+    log.parent.mkdir()
+    log.write_text("".join(_epoch_line("combination-weight-std", i + 1, 40, loss, 0.001)
+                           for i, loss in enumerate(LOSSES)))
+    [run] = plateau_replay.read_logged_runs(log)
+    assert run.name == "call1/combination-weight-std" and not run.complete and run.own_on == "ema"
+    assert run.own == Plateau(patience=2)  # the default recipe's: relative 1e-4 on the average's val loss
+    assert plateau_replay.recorded_cut(run) == "> 5" and plateau_replay.own_settings_agree(run)
+    assert plateau_replay.answer(run, "ema", Plateau(patience=2, threshold=0.01, threshold_mode="abs")) == "6"
+    assert plateau_replay.answer(run, "ema", Plateau(patience=4, threshold=0.01, threshold_mode="abs")) == "> 5"
+    assert plateau_replay.answer(run, "raw", Plateau(patience=2)) == "> 5"
+
+
+def test_a_logged_run_without_a_recipe_is_refused_in_one_line(tmp_path, capsys):
+    log = tmp_path / "study.log"
+    log.write_text(_epoch_line("no-such-recipe", 1, 40, 1.0, 0.001))
+    assert plateau_replay.main(["--logs", str(log)]) == 2
+    assert capsys.readouterr().err.strip().endswith("names no recipe benchmarks/recipes/no-such-recipe.yaml")
