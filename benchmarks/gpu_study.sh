@@ -28,7 +28,7 @@ BUDGET_S=${GPU_BUDGET_S:-540}
 KIT=${GPU_KIT:-.gpu}
 STUDY_DIR=${GPU_STUDY_DIR:-runs/gpu-study}
 mkdir -p "$STUDY_DIR" && RUNS=$(cd "$STUDY_DIR" && pwd)
-RECIPES=${STUDY_RECIPES:-"combination-weight-std combination-weight-std-seed2 combination-weight-std-late-cut shipped combination combination-weight-std-label-smoothing shipped-seed2 combination-seed2 combination-weight-std-label-smoothing-seed2 combination-weight-std-hflip combination-weight-std-resnet34 combination-no-decay-norm-bias-weight-std combination-weight-std-lr2e-3 shipped-weight-std combination-adamw"}
+RECIPES=${STUDY_RECIPES:-"combination-weight-std combination-weight-std-seed2 shipped combination-weight-std-late-cut combination combination-weight-std-label-smoothing shipped-seed2 combination-seed2 combination-weight-std-label-smoothing-seed2 combination-weight-std-hflip combination-weight-std-resnet34 combination-no-decay-norm-bias-weight-std combination-weight-std-lr2e-3 shipped-weight-std combination-adamw"}
 read -r -a EXTRA <<< "${STUDY_FLAGS:-}"
 LANES=${STUDY_LANES:-3}
 [[ "$LANES" =~ ^[1-9][0-9]*$ ]] || { echo "gpu_study: STUDY_LANES must be a whole number >= 1, got '$LANES'" >&2; exit 2; }
