@@ -91,7 +91,7 @@ def _rules(row: dict) -> str:
 def _schedule(lanes: int) -> str:
     if lanes == 1:
         return "the recipes ran back to back in the order listed, one process each, sharing one compile cache"
-    return (f"{lanes} recipes trained at once on the one GPU (recipe i in lane i mod {lanes}, each lane back to "
+    return (f"up to {lanes} recipes trained at once on the one GPU (recipe i in lane i mod {lanes}, each lane back to "
             "back), one process each, sharing one compile cache: their wall times and images/s are those of a "
             "shared GPU, not of one run alone")
 
