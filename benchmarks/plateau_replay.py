@@ -31,7 +31,8 @@ import torch
 import yaml
 from study_log_curves import read_runs
 
-from ignite_cifar.config import Config
+from ignite_cifar.config import Config, read_yaml
+from ignite_cifar.errors import ConfigError
 from ignite_cifar.schedules import Plateau, PlateauScheduler
 
 THRESHOLDS = {"loss": (1e-4, 0.005, 0.01, 0.02), "accuracy": (0.002, 0.005, 0.01)}  # 1e-4 rel: torch's default
@@ -53,7 +54,6 @@ class Recorded:
 
 
 REPO = Path(__file__).resolve().parent.parent
-MISSION = REPO / "ignite_cifar" / "configs" / "mission.yaml"
 RECIPES = REPO / "benchmarks" / "recipes"
 
 
@@ -78,7 +78,7 @@ def read_logged_runs(log: Path) -> list[Recorded]:
         recipe = RECIPES / f"{name}.yaml"
         if not recipe.is_file():
             raise FileNotFoundError(f"{log}: run {name} names no recipe {recipe.relative_to(REPO)}")
-        config = {**yaml.safe_load(MISSION.read_text()), **(yaml.safe_load(recipe.read_text()) or {})}
+        config = {**read_yaml("mission"), **read_yaml(str(recipe))}  # as gpu_study.sh's --config mission --config
         epochs = run["epochs"]
         for this, following in zip(epochs, epochs[1:] + [None], strict=True):
             this["next_lr"] = following["lr"] if following else this["lr"]  # the last one's next lr: not logged
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("give --runs and/or --logs")
     try:
         runs = [read_run(Path(d)) for d in args.runs] + [r for log in args.logs for r in read_logged_runs(Path(log))]
-    except (FileNotFoundError, json.JSONDecodeError, KeyError) as err:
+    except (FileNotFoundError, json.JSONDecodeError, KeyError, ConfigError) as err:
         print(f"plateau_replay: {err}", file=sys.stderr)
         return 2
     lines = ["First epoch trained at a cut lr (factor 0.1) if the plateau scheduler had had these settings; "
