@@ -112,7 +112,7 @@ class Config:
     # runtime
     seed: int = _f(42, "seed for weights, data order, subsets and augmentation")
     device: str = _f("auto", "auto (cuda when present), cpu or cuda", DEVICES)
-    amp: str = _f("auto", "mixed precision: auto (bf16, or fp16 where the GPU lacks bf16, on CUDA; bf16 on a CPU "
+    amp: str = _f("auto", "mixed precision: auto (bf16 from compute capability 8.0, fp16 below, on CUDA; bf16 on a CPU "
                           "that computes it natively, else fp32), on (bf16 on any CPU), off (fp32)",
                   ("auto", "on", "off"))
     channels_last: bool = _f(False, "channels_last (NHWC) memory format for the model and its inputs; whether it "

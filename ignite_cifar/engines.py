@@ -23,6 +23,12 @@ def cpu_has_native_bf16() -> bool:
     return any(flag in flags for flag in NATIVE_BF16_FLAGS)
 
 
+def cuda_has_native_bf16(device: torch.device) -> bool:
+    """Whether this GPU computes bf16 in hardware: compute capability 8.0 (Ampere) or later. torch's
+    `is_bf16_supported()` also says True on 7.x (T4, V100), where bf16 is emulated and fp16 is the fast half."""
+    return torch.cuda.is_bf16_supported() and torch.cuda.get_device_capability(device) >= (8, 0)
+
+
 @dataclass
 class Precision:
     """How the step runs: autocast dtype (None = full precision), GradScaler, memory format."""
@@ -33,14 +39,14 @@ class Precision:
 
     @classmethod
     def resolve(cls, amp: str, channels_last: bool, device: torch.device) -> "Precision":
-        """On CUDA, amp auto/on means bf16 where the GPU supports it, else fp16 with a GradScaler. On a CPU, `on`
-        means bf16 autocast (no scaler: bf16 keeps fp32's exponent range), and so does `auto` where the CPU computes
-        bf16 natively (AVX512-BF16 or AMX): there 40 epochs in bf16 ended within the seed noise of fp32
-        (benchmarks/cpu-bf16/RESULTS.md)."""
+        """On CUDA, amp auto/on means bf16 where the GPU computes it natively (compute capability >= 8.0), else fp16
+        with a GradScaler (T4, V100: their bf16 is emulated). On a CPU, `on` means bf16 autocast (no scaler: bf16
+        keeps fp32's exponent range), and so does `auto` where the CPU computes bf16 natively (AVX512-BF16 or AMX):
+        there 40 epochs in bf16 ended within the seed noise of fp32 (benchmarks/cpu-bf16/RESULTS.md)."""
         if device.type == "cuda":
             if amp == "off":
                 return cls(channels_last=channels_last)
-            if torch.cuda.is_bf16_supported():
+            if cuda_has_native_bf16(device):
                 return cls(torch.bfloat16, None, channels_last)
             return cls(torch.float16, torch.amp.GradScaler("cuda"), channels_last)
         if amp == "on" or (amp == "auto" and cpu_has_native_bf16()):

@@ -463,3 +463,20 @@ def test_amp_on_trains_in_bf16_on_cpu_and_auto_where_the_cpu_has_it(tmp_path, mo
     derived = yaml.safe_load((Path(result["run_dir"]) / "config.yaml").read_text())["derived"]
     assert derived["precision"] == "bfloat16" and set(seen) == {torch.bfloat16}
     assert np.isfinite(result["val_accuracy"])
+
+
+@pytest.mark.parametrize("capability, expected", [((7, 0), torch.float16), ((7, 5), torch.float16),
+                                                  ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)])
+def test_amp_auto_on_cuda_picks_bf16_only_from_compute_capability_8(monkeypatch, capability, expected):
+    """torch.cuda.is_bf16_supported() is True on a T4 (7.5) or V100 (7.0) too, where bf16 is emulated: those get fp16
+    with a GradScaler, as the help says. No GPU is needed: torch.cuda's answers are replaced."""
+    from ignite_cifar.engines import Precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    for amp in ("auto", "on"):
+        precision = Precision.resolve(amp, False, torch.device("cuda"))
+        assert precision.dtype == expected
+        assert (precision.scaler is not None) == (expected == torch.float16)
+    assert Precision.resolve("off", False, torch.device("cuda")).dtype is None
