@@ -34,12 +34,15 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py $(ARGS)
 
 DATA  ?=
-STUDY ?= runs/study
+# Long runs go outside the checkout (~/.cache/ignite-cifar/, the scripts' default), so a new checkout resumes them;
+# STUDY=DIR or FULL_WIDTH_DIR=DIR put them elsewhere.
+STUDY ?=
+FULL_WIDTH_DIR ?=
 study: $(STAMP)          ## the recipe study (hours; resumes): make study DATA=/path/to/cifar10-jpeg [ARGS="--only adam"]
-	$(BIN)/python benchmarks/recipe_study.py --data-dir "$(DATA)" --study-dir $(STUDY) $(ARGS)
+	$(BIN)/python benchmarks/recipe_study.py --data-dir "$(DATA)" $(if $(STUDY),--study-dir $(STUDY)) $(ARGS)
 
 full-width-cpu: $(STAMP) ## the default at width 1.0 on this CPU, two seeds (hours each; resumes): make full-width-cpu DATA=DIR
-	$(BIN)/python benchmarks/full_width_cpu.py --data-dir "$(DATA)" --runs-dir $(RUNS)/full-width-cpu $(ARGS)
+	$(BIN)/python benchmarks/full_width_cpu.py --data-dir "$(DATA)" $(if $(FULL_WIDTH_DIR),--runs-dir $(FULL_WIDTH_DIR)) $(ARGS)
 
 tensorboard: $(STAMP)    ## serve the runs folder on 127.0.0.1:6006
 	$(BIN)/tensorboard --logdir $(RUNS) --host 127.0.0.1 --port 6006

@@ -9,6 +9,9 @@ benchmarks/full-width-cpu-runs/ so its row outlives the run folder, and the tabl
 adds the issue's target for full width: the default's mean over two seeds against 91%.
 
     OMP_NUM_THREADS=2 nohup python benchmarks/full_width_cpu.py --data-dir /tmp/data/cifar10-jpeg >> fw.log 2>&1 &
+
+The run folders go to ~/.cache/ignite-cifar/full-width-cpu (outside the checkout: a new checkout finds them and
+resumes) unless --runs-dir or IGNITE_CIFAR_RUNS_HOME says otherwise.
     python benchmarks/full_width_cpu.py --report-only     # the report from what is there; trains nothing
 
 Run it with one OMP_NUM_THREADS for the whole of a run (a thread count change can move the last digits).
@@ -25,7 +28,18 @@ from typing import Any
 
 from recipe_report import collect, read_history, table_lines
 from recipe_rule import DEFAULT, pct
-from recipe_study import DRY_FLAGS, STUDY_FLAGS, StudyError, load_variants, run_each, setting_for, shown, train_command
+from recipe_study import (
+    DRY_FLAGS,
+    RUNS_HOME,
+    STUDY_FLAGS,
+    StudyError,
+    load_variants,
+    run_each,
+    setting_for,
+    shown,
+    shown_dir,
+    train_command,
+)
 
 from ignite_cifar import files
 
@@ -42,7 +56,9 @@ SEEDS_FOR_TARGET = 2
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", help="the image folder (DIR/train/<class>, DIR/test/<class>) of the JPEG export")
-    p.add_argument("--runs-dir", default="runs/full-width-cpu", help="where the run folders and their logs go")
+    p.add_argument("--runs-dir", default=str(RUNS_HOME / "full-width-cpu"),
+                   help="where the run folders and their logs go (default: %(default)s, outside the checkout, so that "
+                        "a new checkout resumes them)")
     p.add_argument("--dry", action="store_true", help="the recipe study's dry setting (synthetic, tiny, 2 epochs); "
                                                      "the report and records go into the runs folder")
     p.add_argument("--report-only", action="store_true", help="write the report from what is there; train nothing")
@@ -98,13 +114,14 @@ def write_report(variants: list, runs_dir: Path, flags: dict[str, Any], out_dir:
              f"at width {flags['width']}, batch {flags['batch_size']}, {flags['epochs']} epochs, {data}; one run at "
              "a time, resumed across sessions. Accuracies in %; LR drops are the first epoch trained at the new lr. "
              f"Each finished run's numbers are kept in `{RECORDS.name}/` beside this file.", "",
-             f"Trained on: {'; '.join(machines) or 'not recorded'}.", "",
+             f"Trained on: {'; '.join(machines) or 'not recorded'}. Run folders (checkpoints, logs): "
+             f"`{shown_dir(runs_dir)}`, outside the checkout, so a new checkout of the repository resumes them.", "",
              *table_lines(summaries), "", target_line(summaries)]
     progress = [line for name, s in summaries.items()
                 if (line := progress_line(name, s, read_history(runs_dir / name)["epochs"]))]
     lines += ["", "## Unfinished", "", *progress] if progress else []
     lines += ["", "## Commands", ""]
-    lines += [f"- `{v.name}`: `{shown(train_command(v, runs_dir, shown_flags))}`" for v in variants]
+    lines += [f"- `{v.name}`: `{shown(train_command(v, Path(shown_dir(runs_dir)), shown_flags))}`" for v in variants]
     path = out_dir / REPORT
     files.write_text(path, "\n".join(lines) + "\n")
     return path

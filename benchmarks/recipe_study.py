@@ -11,7 +11,9 @@ with it. After each run, and with --report-only, it writes benchmarks/RECIPE.md 
 and keeps each finished run's numbers in benchmarks/recipe-runs/ so that a variant whose folder is gone keeps its
 row (recipe_report.py; in --dry mode all of it goes into the study folder, so a test never touches committed files).
 
-    python benchmarks/recipe_study.py --data-dir /tmp/cifar10-jpeg [--study-dir runs/study] [--only adam shipped]
+    python benchmarks/recipe_study.py --data-dir /tmp/cifar10-jpeg [--study-dir DIR] [--only adam shipped]
+
+The run folders go to ~/.cache/ignite-cifar/study unless --study-dir (or IGNITE_CIFAR_RUNS_HOME) says otherwise.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import itertools
+import os
 import shlex
 import shutil
 import signal
@@ -36,6 +39,9 @@ from ignite_cifar.config import make_config
 from ignite_cifar.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
+# Long runs live outside the checkout: a new session may lay the work tree anew (runs/ in it lost a full-width
+# seed's checkpoints twice), but a machine handed back keeps its home folder. IGNITE_CIFAR_RUNS_HOME moves it.
+RUNS_HOME = Path(os.environ.get("IGNITE_CIFAR_RUNS_HOME") or Path.home() / ".cache" / "ignite-cifar")
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
 EPOCHS = 40
@@ -116,7 +122,17 @@ def resume_command(run_dir: Path, epochs: int) -> list[str]:
 
 
 def shown(cmd: list[str]) -> str:
-    return shlex.join(["python"] + cmd[1:])
+    """A command as a report shows it, copy-and-paste ready: a `~/` path is left unquoted so the shell expands it."""
+    def quoted(arg: str) -> str:
+        return arg if arg.startswith("~/") and shlex.quote(arg[2:]) == arg[2:] else shlex.quote(arg)
+    return " ".join(quoted(arg) for arg in ["python"] + cmd[1:])
+
+
+def shown_dir(path: Path) -> str:
+    """A folder as a committed report names it: under the home folder as ~/..., so no machine's user shows."""
+    path = path.expanduser().resolve()
+    home = Path.home().resolve()
+    return f"~/{path.relative_to(home)}" if path.is_relative_to(home) else str(path)
 
 
 def move_aside(run_dir: Path) -> Path:
@@ -176,7 +192,8 @@ def step(variant: Variant, study_dir: Path, setting: dict[str, Any]) -> tuple[st
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", help="the image folder (DIR/train/<class>, DIR/test/<class>) of the JPEG export")
-    p.add_argument("--study-dir", default="runs/study", help="where the run folders and their logs go")
+    p.add_argument("--study-dir", default=str(RUNS_HOME / "study"),
+                   help="where the run folders and their logs go (default: %(default)s, outside the checkout)")
     p.add_argument("--only", nargs="+", metavar="NAME", help="only these variants (file names without .yaml)")
     p.add_argument("--dry", action="store_true", help="synthetic data, width 0.125, 2 epochs, small subsets; "
                                                      "the report goes into the study folder")
@@ -203,7 +220,7 @@ def report(variants: list[Variant], study_dir: Path, setting: dict[str, Any], ou
     summaries = collect(variants, study_dir, int(setting["epochs"]), out_dir / RECORDS.name)
     shown_setting = {**setting, "data_dir": "DIR"} if "data_dir" in setting else setting
     write_report(summaries, out_dir, note,
-                 {v.name: shown(train_command(v, study_dir, shown_setting)) for v in variants})
+                 {v.name: shown(train_command(v, Path(shown_dir(study_dir)), shown_setting)) for v in variants})
 
 
 def run_each(variants: list[Variant], study_dir: Path, setting: dict[str, Any], after_each: Callable[[], Any]) -> int:
@@ -230,7 +247,8 @@ def study(args: argparse.Namespace) -> int:
     out_dir = study_dir if args.dry else Path(__file__).resolve().parent
     note = ("Dry run: synthetic data, tiny subsets." if args.dry else
             f"Width 0.25, batch 128, {EPOCHS} epochs, all 50,000 training images of the JPEG export, "
-            "val = its 10,000 test images; one run at a time on the machine named below.")
+            "val = its 10,000 test images unless a recipe holds some training images out (`val_split`); one run at "
+            f"a time on the machine named below. Run folders: `{shown_dir(study_dir)}`.")
     report_all = load_variants()  # the report shows every variant, also those not run this time
     code = run_each([] if args.report_only else variants, study_dir, setting,
                     lambda: report(report_all, study_dir, setting, out_dir, note))

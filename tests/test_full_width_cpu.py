@@ -4,6 +4,7 @@ report that counts only finished runs toward the full-width target."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -73,3 +74,18 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, argv, words):
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and err.startswith("full_width_cpu: error:") and all(w in err for w in words)
     assert not (tmp_path / "r").exists()
+
+
+def test_runs_live_outside_the_checkout_by_default_and_the_report_names_the_folder(tmp_path, monkeypatch):
+    """A new checkout lays the work tree anew: runs/ in it lost a seed's checkpoints twice, the home folder did not."""
+    for default in (full_width_cpu.parse_args([]).runs_dir, recipe_study.parse_args([]).study_dir):
+        assert not Path(default).resolve().is_relative_to(REPO)
+        assert Path(default).resolve().is_relative_to(recipe_study.RUNS_HOME.resolve())
+    monkeypatch.setattr(Path, "home", lambda: tmp_path)
+    runs = tmp_path / ".cache" / "ignite-cifar" / "full-width-cpu"
+    assert recipe_study.shown_dir(runs) == "~/.cache/ignite-cifar/full-width-cpu"
+    flags = full_width_cpu.setting(full_width_cpu.parse_args(["--dry", "--runs-dir", str(runs)]))
+    variants = recipe_study.load_variants(list(full_width_cpu.RECIPES))
+    report = full_width_cpu.write_report(variants, runs, flags, tmp_path).read_text()
+    assert "Run folders (checkpoints, logs): `~/.cache/ignite-cifar/full-width-cpu`" in report
+    assert "--output-dir ~/.cache/ignite-cifar/full-width-cpu" in report and str(tmp_path) not in report
