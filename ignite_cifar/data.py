@@ -17,6 +17,10 @@ from .errors import DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
 SYNTHETIC_TRAIN, SYNTHETIC_TEST = 5000, 1000
+# What PIL raises for a file it will not decode: not an image, truncated, or (DecompressionBomb*, which are not
+# OSErrors) more pixels than PIL.Image.MAX_IMAGE_PIXELS allows (the warning, where a filter makes it an error).
+UNREADABLE = (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError,
+              Image.DecompressionBombWarning)
 
 
 @dataclass
@@ -130,6 +134,14 @@ def _decode(path: Path) -> np.ndarray:
         return np.asarray(img, dtype=np.uint8)
 
 
+def unreadable_reason(exc: Exception) -> str:
+    """Why an image was refused, for a one-line error: the exception's name, and for a decompression bomb PIL's
+    own words (its size and the limit)."""
+    if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return f"{type(exc).__name__}: {str(exc).split(', could be')[0]}"
+    return type(exc).__name__
+
+
 def _decode_all(paths: list[Path], skip_bad: bool) -> tuple[np.ndarray, np.ndarray]:
     """Decode `paths` in a thread pool; returns (images, mask of the paths that decoded)."""
     images = np.zeros((len(paths), 32, 32, 3), dtype=np.uint8)
@@ -138,9 +150,9 @@ def _decode_all(paths: list[Path], skip_bad: bool) -> tuple[np.ndarray, np.ndarr
     def work(i: int) -> None:
         try:
             images[i] = _decode(paths[i])
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        except UNREADABLE as exc:
             if not skip_bad:
-                raise DataError(f"cannot read image {paths[i]} ({type(exc).__name__}); "
+                raise DataError(f"cannot read image {paths[i]} ({unreadable_reason(exc)}); "
                                 "fix or delete it, or pass --skip-bad-images") from None
             ok[i] = False
 

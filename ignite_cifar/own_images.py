@@ -8,11 +8,10 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from PIL import UnidentifiedImageError
 
 from . import figures, files
 from .augment import denormalize, normalize_array
-from .data import _decode
+from .data import UNREADABLE, _decode, unreadable_reason
 from .errors import DataError
 from .faithfulness import assess
 from .gradcam import GradCAM
@@ -32,8 +31,8 @@ def read_images(paths: Sequence[str]) -> np.ndarray:
             images.append(_decode(path))
         except FileNotFoundError:
             problems.append(f"images: {path} does not exist")
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-            problems.append(f"images: cannot read {path} as an image ({type(exc).__name__})")
+        except UNREADABLE as exc:
+            problems.append(f"images: cannot read {path} as an image ({unreadable_reason(exc)})")
     if problems:
         raise DataError("\n".join(problems))
     return np.stack(images)

@@ -22,6 +22,8 @@ from ignite_cifar.data import (
 )
 from ignite_cifar.errors import DataError
 
+from .helpers import write_huge_png
+
 
 # ---------------------------------------------------------------- synthetic
 def test_synthetic_split_is_deterministic_by_seed():
@@ -241,6 +243,26 @@ def test_skip_bad_images_counts_and_warns(folder):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert load_data(config).skipped_images == 2
+
+
+def test_an_image_pil_refuses_as_too_large_names_the_file_or_is_skipped(folder):
+    write_huge_png(folder / "train" / "bee" / "huge.png")  # 20000 x 10000: PIL raises DecompressionBombError
+    with pytest.raises(DataError) as info:
+        load_folder(folder, 0, 0, seed=0)
+    message = str(info.value)
+    assert "huge.png" in message and "DecompressionBombError" in message and "skip-bad-images" in message
+    with pytest.warns(UserWarning, match="skipped 1"):
+        data = load_folder(folder, 0, 0, seed=0, skip_bad_images=True)
+    assert data.skipped_images == 1 and len(data.train) == 12
+
+
+def test_a_decompression_bomb_warning_made_an_error_is_a_refused_image(folder, monkeypatch):
+    # the 64 x 64 big.jpg is over this limit, but not twice over it: PIL only warns, unless told to raise
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with pytest.raises(DataError, match="big.jpg .DecompressionBombWarning: Image size .4096 pixels."):
+            load_folder(folder, 0, 0, seed=0)
 
 
 def test_folder_subset_too_big(folder):

@@ -337,3 +337,16 @@ def test_explain_own_images_photo_sized_and_bad_files(smoke_run, tmp_path, capsy
     err = capsys.readouterr().err.splitlines()
     assert code == 2 and len(err) == 2 and "Traceback" not in "".join(err)
     assert "broken.jpg" in err[0] and "missing.png" in err[1] and all(e.startswith("ignite-cifar: error:") for e in err)
+
+
+def test_explain_refuses_an_image_pil_refuses_as_too_large_in_one_line(smoke_run, tmp_path, capsys):
+    from ignite_cifar.cli import main
+
+    from .helpers import write_huge_png
+
+    run_dir, _ = smoke_run
+    huge = write_huge_png(tmp_path / "big.png")  # 20000 x 10000: PIL raises DecompressionBombError
+    assert main(["explain", "--run", str(run_dir), "--images", str(huge)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"ignite-cifar: error: images: cannot read {huge} as an image (DecompressionBombError: Image size "
+                   "(200000000 pixels) exceeds limit of 178956970 pixels)"]

@@ -20,7 +20,7 @@ from ignite_cifar import cli, engines, files
 from ignite_cifar.errors import CheckpointError, MachineError, TrainingStopped
 from ignite_cifar.launch import train
 
-from .helpers import REPO, tiny_config
+from .helpers import REPO, tiny_config, write_huge_png
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
@@ -28,7 +28,8 @@ def _snapshot(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def _image_folder(root: Path, classes=("a", "b"), test_classes=None, per_class=2, empty=None, corrupt=None) -> Path:
+def _image_folder(root: Path, classes=("a", "b"), test_classes=None, per_class=2, empty=None, corrupt=None,
+                  huge=None) -> Path:
     from PIL import Image
 
     for split, names in (("train", classes), ("test", test_classes or classes)):
@@ -42,6 +43,8 @@ def _image_folder(root: Path, classes=("a", "b"), test_classes=None, per_class=2
                 Image.new("RGB", (32, 32), (40 * i, 100, 200)).save(folder / f"{i}.png")
             if c == corrupt and split == "train":
                 (folder / "broken.png").write_bytes(b"this is not a png")
+            if c == huge and split == "train":
+                write_huge_png(folder / "huge.png")
     return root
 
 
@@ -90,6 +93,8 @@ CASES = {
                                   ["differ", "'b'", "'c'"]),
     "class-without-images": (lambda c: c.folder("noimages", empty="b"), ["has no images"]),
     "unreadable-image": (lambda c: c.folder("corrupt", corrupt="a"), ["broken.png", "--skip-bad-images"]),
+    "image-too-large": (lambda c: c.folder("bomb", huge="b"),
+                        ["huge.png", "DecompressionBombError", "200000000 pixels", "--skip-bad-images"]),
     "unknown-flag": (lambda c: ["--frobnicate", "3"] + c.tiny, ["unrecognized arguments", "--frobnicate"]),
     "epochs-not-integer": (lambda c: c.tiny + ["--epochs", "abc"], ["epochs", "integer", "abc"]),
     "epochs-zero": (lambda c: c.tiny + ["--epochs", "0"], ["epochs", ">= 1"]),
