@@ -68,6 +68,10 @@ class Destination:
             self.tb_writer.add_image(tag, figures.png_to_array(png), global_step=self.step, dataformats="HWC")
         return path
 
+    def text(self, tag: str, text: str) -> None:
+        if self.tb_writer is not None:
+            self.tb_writer.add_text(tag, text, global_step=self.step)
+
     def scalars(self, prefix: str, values: dict[str, float]) -> None:
         if self.tb_writer is not None:
             for key, value in values.items():

@@ -3,7 +3,8 @@
 Sanity (Adebayo et al. 2018): on a deep copy of the model, the parameters are re-initialized cumulatively from the
 head down (fc, layer4, layer3, layer2, layer1, stem); after each stage the maps are recomputed for the same images
 and classes and compared with the trained model's by Spearman rank correlation and SSIM. A method that depends on
-what the model learnt loses that similarity as the layers are randomized.
+what the model learnt loses that similarity as the layers are randomized. An image whose trained map is constant
+has no order to lose: it is left out of the means, and with none left the check is undefined (faithfulness_verdict).
 
 Faithfulness (Petsiuk et al. 2018): the pixels are removed in the map's order, most relevant first, in `STEPS`
 equal steps, by the fill 0 after normalization (the training mean), and the class probability is recorded after
@@ -32,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .faithfulness_verdict import TARGETS as TARGETS  # the targets, where they were defined before
+from .faithfulness_verdict import constant_maps, sanity_means, verdict
 from .gradcam import GradCAM, resolve_layer
 
 STEPS = 16
@@ -42,8 +45,6 @@ BASELINES = ("random_regions", "random_pixels")
 # (stage, modules re-initialized at that stage); cumulative, head first. Stages a model lacks are skipped.
 CASCADE = (("fc", ("fc",)), ("layer4", ("layer4",)), ("layer3", ("layer3",)), ("layer2", ("layer2",)),
            ("layer1", ("layer1",)), ("stem", ("conv1", "norm1")))
-# The issue's targets for a trained model (default layer and method, against random regions).
-TARGETS = {"deletion_ratio_max": 0.75, "insertion_gain_min": 0.1, "spearman_after_layer4_max": 0.3}
 
 
 @contextmanager
@@ -181,7 +182,7 @@ def average_ranks(x: torch.Tensor) -> torch.Tensor:
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Spearman rank correlation of each pair of maps (B x H x W each) -> (B,). A constant map orders nothing,
-    so its correlation is 0 (not NaN)."""
+    so its correlation is 0 (not NaN); `assess` leaves the images whose trained map is constant out of its means."""
     ra, rb = average_ranks(a), average_ranks(b)
     ra, rb = ra - ra.mean(1, keepdim=True), rb - rb.mean(1, keepdim=True)
     denom = (ra.pow(2).sum(1) * rb.pow(2).sum(1)).sqrt()
@@ -283,29 +284,15 @@ def assess(model: nn.Module, images: torch.Tensor, classes: torch.Tensor, maps: 
     base = baselines[0]
     out["means"][f"deletion_ratio/{base}"] = out["means"]["deletion_auc/map"] / out["means"][f"deletion_auc/{base}"]
     out["means"][f"insertion_gain/{base}"] = out["means"]["insertion_auc/map"] - out["means"][f"insertion_auc/{base}"]
-    if scoring.sanity:
+    if scoring.sanity:  # the means leave out the images whose trained map is constant (faithfulness_verdict.py)
         cascade = randomization_cascade(model, images, classes, maps, layer, method, keep=keep)
         if keep:
             out["cascade_maps"] = {stage: scores.pop("maps") for stage, scores in cascade.items()}
+        constant = constant_maps(maps)
+        out["constant_maps"] = int(constant.sum())
         for stage, scores in cascade.items():
             for name, values in scores.items():
                 out["per_image"][f"sanity_{name}/{stage}"] = values.tolist()
-                out["means"][f"sanity_{name}/{stage}"] = float(values.mean())
-    out["verdict"] = verdict(out["means"], base)
+            out["means"].update(sanity_means(stage, scores, ~constant))
+    out["verdict"] = verdict(out["means"], base, out.get("constant_maps", 0))
     return out
-
-
-def verdict(means: dict, baseline: str = "random_regions") -> dict:
-    """The issue's targets applied to `means`: faithful (deletion and insertion beat `baseline` by the margins)
-    and sane (Spearman after re-initializing fc and layer4 at most the limit; None when not measured). `missed`
-    says, for each faithfulness target not met, the measured value against the target, to four decimals (a
-    gain of 0.0997 prints as +0.100 at three)."""
-    ratio, gain = means[f"deletion_ratio/{baseline}"], means[f"insertion_gain/{baseline}"]
-    missed = []
-    if not ratio <= TARGETS["deletion_ratio_max"]:
-        missed.append(f"deletion ratio {ratio:.4f} above {TARGETS['deletion_ratio_max']}")
-    if not gain >= TARGETS["insertion_gain_min"]:
-        missed.append(f"insertion gain {gain:+.4f} below {TARGETS['insertion_gain_min']}")
-    after = means.get("sanity_spearman/layer4")
-    sane = None if after is None else after <= TARGETS["spearman_after_layer4_max"]
-    return {"faithful": not missed, "missed": missed, "sane": sane, "baseline": baseline, "targets": dict(TARGETS)}

@@ -78,7 +78,9 @@ def write_faithfulness(model: nn.Module, groups: Sequence[ImageGroup], settings:
         return {}
     files.write_json(Path(to.run_dir) / JSON_FILE, report)
     _figure(report, shown, to)
-    log.info("%s", summary_line(report))
+    line = summary_line(report)
+    log.info("%s", line)
+    to.text("explain/verdict", line)
     return {name: {"means": g["means"], "verdict": g["verdict"]} for name, g in report["groups"].items()}
 
 
@@ -86,21 +88,26 @@ def summary_line(report: dict[str, Any]) -> str:
     """One line: deletion/insertion AUC against random regions and Spearman per randomized stage, first group."""
     name, group = next(iter(report["groups"].items()))
     m, v = group["means"], group["verdict"]
-    stages = ", ".join(f"{k.split('/')[1]} {val:.2f}" for k, val in m.items() if k.startswith("sanity_spearman/"))
     return (f"faithfulness of {report['method']} at {report['layer']} on {len(group['images'])} {name}: deletion AUC "
             f"{m['deletion_auc/map']:.3f} vs {m['deletion_auc/random_regions']:.3f} for random regions (ratio "
             f"{m['deletion_ratio/random_regions']:.2f}), insertion AUC {m['insertion_auc/map']:.3f} vs "
-            f"{m['insertion_auc/random_regions']:.3f} ({m['insertion_gain/random_regions']:+.3f}); Spearman after "
-            f"randomizing {stages}: faithful {_faithful_words(v)}, sanity check "
-            f"{_sanity_words(v['sane'])} (targets {fa.TARGETS}); see {JSON_FILE}")
+            f"{m['insertion_auc/random_regions']:.3f} ({m['insertion_gain/random_regions']:+.3f}); "
+            f"{_spearman_words(group)}: faithful {_faithful_words(v)}, sanity check {v['sanity']} "
+            f"(targets {fa.TARGETS}); see {JSON_FILE}")
+
+
+def _spearman_words(group: dict[str, Any]) -> str:
+    """The Spearman means per randomized stage, over the maps that are not constant (how many were, if any)."""
+    m, constant, n = group["means"], group.get("constant_maps", 0), len(group["images"])
+    stages = ", ".join(f"{k.split('/')[1]} {val:.2f}" for k, val in m.items() if k.startswith("sanity_spearman/"))
+    if not stages:
+        return f"no Spearman (all {n} maps constant)" if constant else "no Spearman (not measured)"
+    left_out = f" ({constant} of {n} maps constant, left out)" if constant else ""
+    return f"Spearman after randomizing {stages}{left_out}"
 
 
 def _faithful_words(verdict: dict[str, Any]) -> str:
     return "yes" if verdict["faithful"] else f"no ({'; '.join(verdict['missed'])})"
-
-
-def _sanity_words(sane: bool | None) -> str:
-    return "not measured" if sane is None else "passed" if sane else "failed"
 
 
 def _figure(report: dict[str, Any], shown, to: Destination) -> None:

@@ -107,7 +107,28 @@ def test_the_verdict_names_each_missed_target_with_four_decimals():
     both = fa.verdict({**means, "deletion_ratio/random_regions": 0.81, "sanity_spearman/layer4": 0.05})
     assert both["missed"] == ["deletion ratio 0.8100 above 0.75", "insertion gain +0.0997 below 0.1"] and both["sane"]
     assert fa.verdict({**means, "insertion_gain/random_regions": 0.1}) == {
-        "faithful": True, "missed": [], "sane": None, "baseline": "random_regions", "targets": fa.TARGETS}
+        "faithful": True, "missed": [], "sane": None, "sanity": "not measured", "baseline": "random_regions",
+        "targets": fa.TARGETS}
+    assert both["sanity"] == "passed" and fa.verdict({**means, "sanity_spearman/layer4": 0.31})["sanity"] == "failed"
+    assert fa.verdict(means, constant=3)["sanity"] == "undefined (constant maps)"
+
+
+def test_constant_maps_leave_the_sanity_check_undefined_not_passed(trained):
+    """A constant map (every map of a diverged model) orders nothing: its Spearman with the randomized model's map
+    is reported as 0, which must not pass the check. Such images are left out of the sanity means."""
+    model, x, y, _, maps = trained
+    flat = torch.zeros_like(maps)
+    report = fa.assess(model, x, y, flat, "layer4", "gradcam")
+    assert report["constant_maps"] == len(x) and not any(k.startswith("sanity_") for k in report["means"])
+    assert report["per_image"]["sanity_spearman/layer4"] == [0.0] * len(x)  # still listed, image by image
+    v = report["verdict"]
+    assert v["sane"] is None and v["sanity"] == "undefined (constant maps)" and not v["faithful"]
+    some = maps.clone()
+    some[:5] = 0.5
+    partly = fa.assess(model, x, y, some, "layer4", "gradcam")
+    assert partly["constant_maps"] == 5 and partly["verdict"]["sanity"] in ("passed", "failed")
+    for key in ("sanity_spearman/layer4", "sanity_ssim/fc"):
+        assert partly["means"][key] == pytest.approx(float(np.mean(partly["per_image"][key][5:])))
 
 
 def test_similarity_falls_when_layers_are_randomized(trained):
@@ -252,27 +273,26 @@ class _Writer:
     """Records what a TensorBoard SummaryWriter would get."""
 
     def __init__(self):
-        self.scalars, self.figures = {}, []
+        self.scalars, self.figures, self.texts = {}, [], {}
 
     def add_scalar(self, tag, value, global_step=None):
         self.scalars[tag] = value
+
+    def add_text(self, tag, text, global_step=None):
+        self.texts[tag] = text
 
     def add_image(self, tag, image, global_step=None, dataformats="CHW"):
         assert dataformats == "HWC" and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
         self.figures.append(tag)
 
 
-def test_completion_step_writes_scores_figure_scalars(tmp_path):
-    """What write_explanations adds (test_smoke checks the files appear in a real run)."""
-    import json
-
+def _completion_groups():
+    """Twelve synthetic 16 x 16 test images as the completion step groups them: two mistakes, three right probe
+    images; and the labelled images."""
     from ignite_cifar.data import channel_stats, synthetic_split
-    from ignite_cifar.faithfulness_report import image_groups, summary_line, write_faithfulness
+    from ignite_cifar.faithfulness_report import image_groups
     from ignite_cifar.mistakes import Predictions
-    from ignite_cifar.probe import GradCAMProbe
 
-    torch.manual_seed(0)
-    model = PatchNet()
     test = synthetic_split(12, 4, seed=3)
     test.images = test.images[:, :SIZE, :SIZE]
     mean, std = channel_stats(test.images)
@@ -280,8 +300,20 @@ def test_completion_step_writes_scores_figure_scalars(tmp_path):
     preds[[0, 1]] = (preds[[0, 1]] + 1) % 4  # two mistakes; the others are right
     predictions = Predictions(preds=preds, labels=test.labels, probs=None, loss=0.0)
     mistakes = [type("M", (), {"index": i})() for i in (0, 1)]
-    groups = image_groups(LabelledImages(test, [f"c{i}" for i in range(4)], mean, std), predictions, mistakes,
-                          [0, 2, 3, 5], torch.device("cpu"))
+    labelled = LabelledImages(test, [f"c{i}" for i in range(4)], mean, std)
+    return image_groups(labelled, predictions, mistakes, [0, 2, 3, 5], torch.device("cpu")), labelled
+
+
+def test_completion_step_writes_scores_figure_scalars(tmp_path):
+    """What write_explanations adds (test_smoke checks the files appear in a real run)."""
+    import json
+
+    from ignite_cifar.faithfulness_report import summary_line, write_faithfulness
+    from ignite_cifar.probe import GradCAMProbe
+
+    torch.manual_seed(0)
+    model = PatchNet()
+    groups, labelled = _completion_groups()
     assert [g.name for g in groups] == ["mistakes", "probe"] and groups[1].index == [2, 3, 5]
     writer = _Writer()
     summary = write_faithfulness(model, groups, ExplainSettings(), Destination(tmp_path, writer, step=7))
@@ -294,16 +326,42 @@ def test_completion_step_writes_scores_figure_scalars(tmp_path):
         assert writer.scalars[f"explain/{key}"] == pytest.approx(report["groups"]["mistakes"]["means"][key])
         assert writer.scalars[f"explain/probe/{key}"] == pytest.approx(report["groups"]["probe"]["means"][key])
     assert summary["mistakes"]["verdict"]["baseline"] == "random_regions"
-    means = {**report["groups"]["mistakes"]["means"], "deletion_ratio/random_regions": 0.71,
-             "insertion_gain/random_regions": 0.0997}  # the log line's words for a verdict that missed one target
-    report["groups"]["mistakes"].update(means=means, verdict={**fa.verdict(means), "sane": None})
+    assert writer.texts["explain/verdict"] == summary_line(report)
+    means = {k: v for k, v in report["groups"]["mistakes"]["means"].items() if not k.startswith("sanity_")}
+    means.update({"deletion_ratio/random_regions": 0.71, "insertion_gain/random_regions": 0.0997})
+    report["groups"]["mistakes"].update(means=means, verdict=fa.verdict(means), constant_maps=0)
+    # the log line's words for a verdict that missed one target
     assert "faithful no (insertion gain +0.0997 below 0.1), sanity check not measured" in summary_line(report)
 
-    probe = GradCAMProbe(model, LabelledImages(test, [f"c{i}" for i in range(4)], mean, std), ExplainSettings(),
-                         torch.device("cpu"), 4, 0)
+    probe = GradCAMProbe(model, labelled, ExplainSettings(), torch.device("cpu"), 4, 0)
     scalars = probe.faithfulness()
     assert {"probe/deletion_ratio/random_regions", "probe/insertion_gain/random_regions",
             "probe/sanity_spearman/layer4"} <= set(scalars)
+
+
+def test_a_model_whose_maps_are_all_constant_reports_the_sanity_check_undefined(tmp_path, caplog):
+    """As a diverged model: the logits are the bias alone, no gradient reaches layer4 and every map is flat. The
+    log line, explanations.json and TensorBoard say the check is undefined, and no sanity scalar reads 0.00."""
+    import json
+
+    from ignite_cifar.faithfulness_report import write_faithfulness
+
+    torch.manual_seed(0)
+    model = PatchNet()
+    with torch.no_grad():
+        model.fc.weight.zero_()
+    groups, _ = _completion_groups()
+    writer = _Writer()
+    with caplog.at_level("INFO", logger="ignite_cifar"):
+        summary = write_faithfulness(model, groups, ExplainSettings(), Destination(tmp_path, writer, step=7))
+    report = json.loads((tmp_path / "explanations.json").read_text())
+    for name, group in report["groups"].items():
+        assert group["constant_maps"] == len(group["images"]) and group["verdict"]["sane"] is None
+        assert group["verdict"]["sanity"] == summary[name]["verdict"]["sanity"] == "undefined (constant maps)"
+    line = caplog.records[-1].getMessage()
+    assert "no Spearman (all 2 maps constant)" in line and "sanity check undefined (constant maps)" in line
+    assert "passed" not in line and writer.texts["explain/verdict"] == line
+    assert not [tag for tag in writer.scalars if "sanity" in tag]
 
 
 def test_explain_own_images_photo_sized_and_bad_files(smoke_run, tmp_path, capsys):
