@@ -31,7 +31,7 @@ lint: $(STAMP)           ## ruff, configured in pyproject.toml (line length 120,
 	$(BIN)/ruff check .
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/throughput.py $(ARGS)
+	$(BIN)/python benchmarks/speed/throughput.py $(ARGS)
 
 DATA  ?=
 # Long runs go outside the checkout (~/.cache/ignite-cifar/, the scripts' default), so a new checkout resumes them;
@@ -39,10 +39,10 @@ DATA  ?=
 STUDY ?=
 FULL_WIDTH_DIR ?=
 study: $(STAMP)          ## the recipe study (hours; resumes): make study DATA=/path/to/cifar10-jpeg [ARGS="--only adam"]
-	$(BIN)/python benchmarks/recipe_study.py --data-dir "$(DATA)" $(if $(STUDY),--study-dir $(STUDY)) $(ARGS)
+	$(BIN)/python benchmarks/study/recipe_study.py --data-dir "$(DATA)" $(if $(STUDY),--study-dir $(STUDY)) $(ARGS)
 
 full-width-cpu: $(STAMP) ## the default at width 1.0 on this CPU, two seeds (hours each; resumes): make full-width-cpu DATA=DIR
-	$(BIN)/python benchmarks/full_width_cpu.py --data-dir "$(DATA)" $(if $(FULL_WIDTH_DIR),--runs-dir $(FULL_WIDTH_DIR)) $(ARGS)
+	$(BIN)/python benchmarks/study/full_width_cpu.py --data-dir "$(DATA)" $(if $(FULL_WIDTH_DIR),--runs-dir $(FULL_WIDTH_DIR)) $(ARGS)
 
 tensorboard: $(STAMP)    ## serve the runs folder on 127.0.0.1:6006
 	$(BIN)/tensorboard --logdir $(RUNS) --host 127.0.0.1 --port 6006
@@ -55,8 +55,8 @@ gpu-kit:                 ## what the GPU machine lacks, into .gpu/ (git-ignored)
 	cp $(SHARED)/data/cifar10-jpeg.tar.gz $(GPU_KIT)/
 	@du -sh $(GPU_KIT)
 
-gpu-dry-run: $(STAMP) gpu-kit  ## benchmarks/gpu_headline.sh on CPU at tiny sizes; OUT=DIR keeps the results
-	GPU_DRY_RUN=1 GPU_KIT=$(GPU_KIT) OUT=$${OUT:-$$(mktemp -d)} PYTHON=$(BIN)/python bash benchmarks/gpu_headline.sh
+gpu-dry-run: $(STAMP) gpu-kit  ## benchmarks/gpu/gpu_headline.sh on CPU at tiny sizes; OUT=DIR keeps the results
+	GPU_DRY_RUN=1 GPU_KIT=$(GPU_KIT) OUT=$${OUT:-$$(mktemp -d)} PYTHON=$(BIN)/python bash benchmarks/gpu/gpu_headline.sh
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

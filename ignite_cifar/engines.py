@@ -42,7 +42,7 @@ class Precision:
         """On CUDA, amp auto/on means bf16 where the GPU computes it natively (compute capability >= 8.0), else fp16
         with a GradScaler (T4, V100: their bf16 is emulated). On a CPU, `on` means bf16 autocast (no scaler: bf16
         keeps fp32's exponent range), and so does `auto` where the CPU computes bf16 natively (AVX512-BF16 or AMX):
-        there 40 epochs in bf16 ended within the seed noise of fp32 (benchmarks/cpu-bf16/RESULTS.md)."""
+        there 40 epochs in bf16 ended within the seed noise of fp32 (benchmarks/speed/cpu-bf16/RESULTS.md)."""
         if device.type == "cuda":
             if amp == "off":
                 return cls(channels_last=channels_last)

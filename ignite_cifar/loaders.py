@@ -25,7 +25,7 @@ def resolve_num_workers(num_workers: int | str, nproc_per_node: int, cores: int 
     """The DataLoader workers for the whole node: a number as given, or for `auto` the cores this process may use
     less one per training process, at most MAX_AUTO_WORKERS per process (ignite divides them among processes); on
     a CPU device one per process where a core is left for it: one worker fed a 2-core CPU's training at 600
-    images/s with a fifth of a core, and the cores are worth more as torch threads (benchmarks/THREAD-BUDGET.md)."""
+    images/s with a fifth of a core, and the cores are worth more as torch threads (benchmarks/speed/THREAD-BUDGET.md)."""
     if num_workers != AUTO:
         return int(num_workers)
     cores = usable_cores() if cores is None else cores
@@ -42,7 +42,7 @@ def resolve_torch_threads(config: Config, device_type: str, nproc_per_node: int,
     """Intra-op threads for one training process on a CPU: a number as given; for `auto`, None (leave them) when
     OMP_NUM_THREADS is set, else the cores of one process less the DataLoader workers that feed it (none on the
     device-augmentation path), at least 1. A thread more than the free cores costs more than it gives: each parallel
-    region waits for whichever thread the scheduler put off the CPU (benchmarks/THREAD-BUDGET.md)."""
+    region waits for whichever thread the scheduler put off the CPU (benchmarks/speed/THREAD-BUDGET.md)."""
     if config.torch_threads != AUTO:
         return int(config.torch_threads)
     if "OMP_NUM_THREADS" in (os.environ if environ is None else environ):

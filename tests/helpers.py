@@ -25,11 +25,12 @@ ARCHIVE = Path(os.environ.get("IGNITE_CIFAR_ARCHIVE", REPO.parent / "shared" / "
 
 
 def load_benchmark(name: str) -> ModuleType:
-    """A benchmarks/ script as a module, registered under its name (dataclasses and the scripts' imports of each
-    other look it up there): load the ones a script imports first."""
+    """A benchmarks/<room>/ script as a module, registered under its name (dataclasses and the scripts' imports of
+    each other look it up there): load the ones a script imports first."""
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    path, = (REPO / "benchmarks").glob(f"*/{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)

@@ -1,6 +1,6 @@
 """The captured step (--compile --compile-mode reduce-overhead): the lr lives in one tensor per param group that every
 schedule changes in place, so a compiled (on a GPU, CUDA-graph captured) optimizer step uses each new lr without
-recompiling. CUDA graphs themselves need a GPU; benchmarks/captured_lr_check.py checks them there."""
+recompiling. CUDA graphs themselves need a GPU; benchmarks/speed/captured_lr_check.py checks them there."""
 
 import shutil
 

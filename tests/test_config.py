@@ -46,7 +46,7 @@ def test_the_defaults_are_written_once_and_mission_differs_only_in_the_recipe_st
     changed = {name: default[name] for name in default if mission[name] != default[name]}
     assert set(changed) == {"optimizer", "lr", "weight_decay", "ema_decay", "plateau_on", "weight_standardization"}
     winner = recipe_rule.DEFAULT  # the study's default recipe: a YAML of changes to the mission
-    study_recipe = yaml.safe_load((REPO / "benchmarks" / "recipes" / f"{winner}.yaml").read_text())
+    study_recipe = yaml.safe_load((REPO / "benchmarks" / "study" / "recipes" / f"{winner}.yaml").read_text())
     assert changed == {name: coerce(name, value) for name, value in study_recipe.items()}
 
 

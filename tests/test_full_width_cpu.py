@@ -50,7 +50,7 @@ def test_dry_run_trains_then_skips_and_reports(tmp_path, capsys, monkeypatch):
     """One seed, to keep it short: the start / resume / skip machinery is the recipe study's, tested there."""
     monkeypatch.setattr(full_width_cpu, "RECIPES", full_width_cpu.RECIPES[:1])
     runs = tmp_path / "runs"
-    committed = [REPO / "benchmarks" / full_width_cpu.REPORT, *sorted(full_width_cpu.RECORDS.glob("*.json"))]
+    committed = [full_width_cpu.HERE / full_width_cpu.REPORT, *sorted(full_width_cpu.RECORDS.glob("*.json"))]
     before = [p.read_bytes() if p.exists() else None for p in committed]
     assert full_width_cpu.main(["--dry", "--runs-dir", str(runs)]) == 0
     assert "combination-weight-std: started" in capsys.readouterr().out

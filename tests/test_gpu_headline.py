@@ -1,4 +1,4 @@
-"""The GPU headline script (benchmarks/gpu_headline.sh) in its CPU dry mode: the kit, the matrix, the choice,
+"""The GPU headline script (benchmarks/gpu/gpu_headline.sh) in its CPU dry mode: the kit, the matrix, the choice,
 the run and the report go through the same path as on the GPU machine, so that one call there cannot fail on
 something never run here."""
 
@@ -32,7 +32,7 @@ def dry_run(tmp_path_factory):
     subprocess.run(["make", "--no-print-directory", "gpu-kit", f"SHARED={shared}", f"GPU_KIT={kit}"], cwd=REPO,
                    check=True, capture_output=True, timeout=HANG_GUARD_S)
     env = {**os.environ, "GPU_DRY_RUN": "1", "GPU_KIT": str(kit), "OUT": str(out), "PYTHON": sys.executable}
-    done = subprocess.run(["bash", "benchmarks/gpu_headline.sh"], cwd=REPO, env=env, capture_output=True, text=True,
+    done = subprocess.run(["bash", "benchmarks/gpu/gpu_headline.sh"], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=HANG_GUARD_S)
     return done, out
 
@@ -43,7 +43,7 @@ def test_dry_run_succeeds_and_leaves_the_files_that_come_back(dry_run):
     names = sorted(p.name for p in out.iterdir())
     assert names == ["RESULTS-GPU.md", "captured_lr.json", "headline.log", "matrix.json", "matrix.md", "run.tar.gz"]
     assert json.loads((out / "captured_lr.json").read_text())["passed"]
-    assert "## The captured step's lr (benchmarks/captured_lr_check.py)" in (out / "RESULTS-GPU.md").read_text()
+    assert "## The captured step's lr (benchmarks/speed/captured_lr_check.py)" in (out / "RESULTS-GPU.md").read_text()
 
 
 def test_the_matrix_choice_is_what_the_run_used(dry_run):

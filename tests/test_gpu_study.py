@@ -1,4 +1,4 @@
-"""The GPU study script (benchmarks/gpu_study.sh) in its CPU dry mode, and its report's rule: a run that did not
+"""The GPU study script (benchmarks/gpu/gpu_study.sh) in its CPU dry mode, and its report's rule: a run that did not
 finish is listed as unfinished, never as a result."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def _study(tmp: Path, recipes: str, budget: int | None = None, lanes: str | None
         env["GPU_BUDGET_S"] = str(budget)
     if lanes is not None:
         env["STUDY_LANES"] = lanes
-    done = subprocess.run(["bash", "benchmarks/gpu_study.sh"], cwd=REPO, env=env, capture_output=True, text=True)
+    done = subprocess.run(["bash", "benchmarks/gpu/gpu_study.sh"], cwd=REPO, env=env, capture_output=True, text=True)
     return done, out
 
 
@@ -116,7 +116,7 @@ def _report(tmp: Path, runs: Path, status: str) -> str:
                                "cudnn": None}))
     (tmp / "status").write_text(status)
     report_file = tmp / "STUDY-GPU.md"
-    subprocess.run([sys.executable, "benchmarks/gpu_study_report.py", "--env", str(env), "--status",
+    subprocess.run([sys.executable, "benchmarks/gpu/gpu_study_report.py", "--env", str(env), "--status",
                     str(tmp / "status"), "--runs", str(runs), "--out", str(report_file), "--json",
                     str(tmp / "rows.json")], cwd=REPO, check=True, capture_output=True)
     return report_file.read_text()

@@ -1,5 +1,5 @@
-"""benchmarks/plateau_replay.py: the project's plateau scheduler fed a run's recorded val metrics cuts where torch's
-rules say, skips a warmup's epochs, and never claims a cut beyond the run's own first one."""
+"""benchmarks/study/plateau_replay.py: the project's plateau scheduler fed a run's recorded val metrics cuts where
+torch's rules say, skips a warmup's epochs, and never claims a cut beyond the run's own first one."""
 
 from __future__ import annotations
 
@@ -82,4 +82,4 @@ def test_a_logged_run_without_a_recipe_is_refused_in_one_line(tmp_path, capsys):
     log = tmp_path / "study.log"
     log.write_text(_epoch_line("no-such-recipe", 1, 40, 1.0, 0.001))
     assert plateau_replay.main(["--logs", str(log)]) == 2
-    assert capsys.readouterr().err.strip().endswith("names no recipe benchmarks/recipes/no-such-recipe.yaml")
+    assert capsys.readouterr().err.strip().endswith("names no recipe benchmarks/study/recipes/no-such-recipe.yaml")

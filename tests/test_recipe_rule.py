@@ -1,4 +1,4 @@
-"""The recipe study's noise rule (benchmarks/recipe_rule.py): recipes by their mean over seeds, a win beyond twice
+"""The recipe study's noise rule (benchmarks/study/recipe_rule.py): recipes by their mean over seeds, a win beyond twice
 the larger standard deviation with the seed noise pooled over recipes as a floor, every recipe judged against the
 default too, and a recipe outside the assignment's rules never the default."""
 

@@ -16,7 +16,7 @@ import pytest
 from ignite_cifar import cli
 from ignite_cifar.assignment_rules import outside_rules
 
-from .helpers import REPO, load_benchmark
+from .helpers import load_benchmark
 
 load_benchmark("recipe_rule")  # recipe_report imports it
 recipe_report = load_benchmark("recipe_report")
@@ -58,7 +58,7 @@ def test_baselines_run_first_and_the_combination_last(tmp_path):
 
 def test_study_resumes_starts_skips_and_restarts(tmp_path, capsys):
     study_dir = tmp_path / "study"
-    committed = [REPO / "benchmarks" / name for name in (recipe_report.REPORT, recipe_report.CURVES)]
+    committed = [recipe_study.RECIPES.parent / name for name in (recipe_report.REPORT, recipe_report.CURVES)]
     committed += sorted(recipe_report.RECORDS.glob("*.json"))
     committed_before = [p.read_bytes() if p.exists() else None for p in committed]
     # adam stopped after its first epoch (what a kill between epochs leaves); shipped not begun

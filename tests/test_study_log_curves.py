@@ -1,4 +1,4 @@
-"""benchmarks/study_log_curves.py: a run's curve and epoch times read back from gpu_study.sh's prefixed log."""
+"""benchmarks/study/study_log_curves.py: a run's curve and epoch times read back from gpu_study.sh's prefixed log."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ LOG = """== [6 s] 3. the recipes, 2 at a time: a b
 
 
 def _curves(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "benchmarks/study_log_curves.py", *args], cwd=REPO, capture_output=True,
-                          text=True)
+    return subprocess.run([sys.executable, "benchmarks/study/study_log_curves.py", *args], cwd=REPO,
+                          capture_output=True, text=True)
 
 
 def test_a_finished_run_has_its_test_accuracy_and_a_cut_off_one_says_unfinished(tmp_path):

@@ -1,4 +1,4 @@
-"""benchmarks/weight_norms.py: the conv-weight norm counts the conv kernels only, reads the raw weights and the
+"""benchmarks/study/weight_norms.py: the conv-weight norm counts the conv kernels only, reads the raw weights and the
 average apart, and sizes a fresh model of the run's width."""
 
 from __future__ import annotations
