@@ -84,3 +84,17 @@ def test_the_rule_waits_for_two_baseline_seeds_and_ignores_unfinished_runs():
     unfinished = _summaries({"shipped": 0.80, "shipped-seed2": 0.78})
     unfinished["shipped-seed2"]["state"] = "unfinished"
     assert "over 1 seed(s)" in recipe_rule.noise_section(unfinished)
+
+
+def test_the_held_out_check_sets_the_gap_it_measured_beside_the_one_the_default_was_chosen_by():
+    recipe_holdout = load_benchmark("recipe_holdout")
+    chosen = {"shipped": 0.80, "shipped-seed2": 0.81,
+              "combination-weight-std": 0.85, "combination-weight-std-seed2": 0.86}
+    text = recipe_holdout.holdout_section(_summaries(chosen))
+    assert "| the test split (how the default was chosen) | 85.50 (2 seeds) | 80.50 (2 seeds) | +5.00 |" in text
+    assert "| 5,000 training images held out" in text and "| - | - | - | not measured yet |" in text
+    assert "Not decided yet: 0 of 4 held-out runs have finished." in text
+    held = {"combination-weight-std-holdout": 0.84, "shipped-holdout": 0.80, "shipped-holdout-seed2": 0.82}
+    text = recipe_holdout.holdout_section(_summaries({**chosen, **held}))
+    assert "| 84.00 (1 seed) | 81.00 (2 seeds) | +3.00 |" in text
+    assert "the gap is +3.00 points, -2.00 from the +5.00 the default was chosen by (3 of 4 held-out runs" in text

@@ -22,6 +22,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import yaml  # noqa: E402
+from recipe_holdout import holdout_section  # noqa: E402
 from recipe_rule import noise_section, pct  # noqa: E402
 
 from ignite_cifar import files  # noqa: E402
@@ -189,7 +190,8 @@ def write_report(summaries: dict[str, dict[str, Any]], out_dir: Path, data_note:
              "kept in `benchmarks/study/recipe-runs/` (its `source` says where they were read, its `machines` which "
              "CPUs trained it, null for runs before 2026-12-04: a seed repeats a run only on one CPU type).", "",
              SPEED_NOTE.read_text().rstrip(), "", *table_lines(summaries),
-             "", noise_section(summaries), "", "## What each variant changes, and its command", ""]
+             "", noise_section(summaries), "", holdout_section(summaries), "",
+             "## What each variant changes, and its command", ""]
     for name, s in summaries.items():
         lines += [f"- `{name}`: {s['variant'].about}", f"  `{commands[name]}`"]
     files.write_text(out_dir / REPORT, "\n".join(lines) + "\n")
