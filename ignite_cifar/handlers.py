@@ -71,10 +71,14 @@ class NonFiniteLossGuard:
         self._first_bad = torch.where(bad, i, self._first_bad)
         length = engine.state.epoch_length or 0
         if i % self.every == 0 or (length and i % length == 0):
-            first = int(self._first_bad)
-            if first >= 0:
-                self.iteration = first
-                engine.terminate()
+            self._read(engine)
+
+    def _read(self, engine: Engine) -> None:
+        """On the host, every `every` iterations and at each epoch's last: stop if a loss was not finite."""
+        first = int(self._first_bad)
+        if first >= 0:
+            self.iteration = first
+            engine.terminate()
 
 
 class CheckpointSaver(DiskSaver):

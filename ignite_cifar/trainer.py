@@ -23,6 +23,7 @@ from . import engines, figures, files
 from .averaging import attach_weight_average
 from .captured_step import LrPlacement
 from .config import Config, dump_yaml
+from .divergence import LossGuard, chance_level
 from .engines import Precision
 from .environment import resumed_elsewhere, starts_record
 from .errors import MachineError, TrainingStopped
@@ -30,7 +31,6 @@ from .explain import write_explanations
 from .explained import Destination, ExplainSettings
 from .handlers import (
     History,
-    NonFiniteLossGuard,
     RNGState,
     attach_checkpoints,
     attach_epoch_log,
@@ -66,7 +66,7 @@ class Run:
     evaluator: Engine
     evaluated_model: nn.Module  # the plain model the evaluator runs, saved as best and explained (EMA or base)
     raw_evaluator: Engine | None  # with --ema-decay: the raw weights, evaluated beside the average
-    nan_guard: NonFiniteLossGuard
+    loss_guard: LossGuard  # stops training at a NaN, infinite or blown-up loss
     to_save: dict[str, Any]
     last_checkpoint: Checkpoint
 
@@ -114,7 +114,7 @@ def build_engines(config: Config, net: Network, flow: Dataflow, device: torch.de
                                      precision, net.optimizer_step, net.captured)
     evaluated_model, evaluator, raw_evaluator = build_evaluators(config, net, trainer, device, precision)
     attach_epoch_seeding(trainer, flow.sampler, flow.train_dataset)
-    nan_guard = NonFiniteLossGuard(every=config.log_every).attach(trainer)
+    loss_guard = LossGuard(every=config.log_every).attach(trainer)
     watched = raw_evaluator if raw_evaluator is not None and config.plateau_on == "raw" else evaluator
     plateau = attach_plateau_scheduler(watched, net.optimizer, Plateau.of(config))
     to_save: dict[str, Any] = {"model": net.base_model, "optimizer": net.optimizer, "scheduler": plateau,
@@ -128,7 +128,7 @@ def build_engines(config: Config, net: Network, flow: Dataflow, device: torch.de
         to_save["scaler"] = precision.scaler
     LrPlacement(net.optimizer, device, net.captured).attach(trainer)  # after the warmup, which writes float lrs
     last, _best = attach_checkpoints(trainer, evaluator, to_save, run_dir, evaluated_model)
-    return Run(trainer, evaluator, evaluated_model, raw_evaluator, nan_guard, to_save, last)
+    return Run(trainer, evaluator, evaluated_model, raw_evaluator, loss_guard, to_save, last)
 
 
 def build_evaluators(config: Config, net: Network, trainer: Engine, device: torch.device,
@@ -253,7 +253,7 @@ def _explain_on_completion(plan: LaunchPlan, run: Run, net: Network, outputs: Ou
     config, data = plan.config, plan.data
 
     def explain(engine: Engine) -> None:
-        if run.nan_guard.iteration is not None:
+        if run.loss_guard.stopped:
             return
         model, source = run.evaluated_model, "final" + (" EMA" if config.ema_decay else "")
         best = files.find_checkpoint(run_dir, files.BEST_PREFIX) if config.explain_checkpoint == "best" else None
@@ -269,21 +269,19 @@ def _explain_on_completion(plan: LaunchPlan, run: Run, net: Network, outputs: Ou
         log.info("test accuracy (%s model): %.2f%% on %d images; %d mistakes explained in %s",
                  source, 100 * summary["test_accuracy"], summary["test_images"], len(summary["mistakes"]),
                  run_dir / "gradcam.png")
+        if chance := chance_level(summary["test_accuracy"], len(data.classes), summary["test_images"]):
+            log.warning("%s", chance)
 
     return explain
 
 
 def finish(config: Config, run: Run, net: Network, outputs: Outputs, device: torch.device, run_dir: Path,
            result: dict[str, Any]) -> None:
-    """After the last epoch: a NaN stop, the replicas' agreement, and the final line."""
+    """After the last epoch: a stop for a NaN or blown-up loss, the replicas' agreement, and the final line."""
     if outputs.tb:
         outputs.tb.close()
-    bad = run.nan_guard.iteration
-    if bad is not None:
-        kept = files.find_checkpoint(run_dir)
-        raise TrainingStopped(f"the loss became NaN or infinite at iteration {bad} (epoch {run.trainer.state.epoch});"
-                              f" training stopped. Last good checkpoint: {kept or 'none (it happened in epoch 1)'}. "
-                              "Try a smaller --lr.", exit_code=1)
+    if run.loss_guard.stopped:
+        raise run.loss_guard.error(run_dir, run.trainer.state.epoch)
     rank, world = idist.get_rank(), idist.get_world_size()
     if world > 1:
         # DDP keeps replicas identical by construction; check it, so a broken setup cannot go unnoticed.

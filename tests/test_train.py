@@ -251,6 +251,56 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypat
     assert not (run_dir / "misclassified.json").exists()  # the completion handler did not run
 
 
+def test_a_loss_that_blows_up_while_finite_stops_the_run_in_one_line(tmp_path, capsys):
+    """The default recipe (Adam, standardized convolutions) at lr 1e6: the loss stays finite (about 1e12), so the
+    NaN check never fires; the blow-up check stops the run at its first read (--log-every 2), exit code 1."""
+    code = cli.main(["train", "--dataset", "synthetic", "--width", "0.0625", "--train-subset", "300", "--test-subset",
+                     "100", "--batch-size", "50", "--num-workers", "0", "--log-every", "2", "--amp", "off",
+                     "--probe-every", "0", "--no-explain-at-end", "--lr", "1e6", "--output-dir", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err.count("\n") == 0 and "Traceback" not in err, err
+    assert err.startswith("ignite-cifar: the loss blew up in epoch 1: mean training loss ")
+    assert err.endswith("by iteration 2, above 23.0 (10 x ln 10, where a fresh model starts); training stopped. "
+                        "Last good checkpoint: none (it happened in epoch 1). Try a smaller --lr.")
+
+
+def test_a_blown_up_epoch_is_neither_evaluated_nor_checkpointed(tmp_path, monkeypatch):
+    real = engines.create_trainer
+
+    def blowing_up(*args, **kwargs):
+        trainer = real(*args, **kwargs)
+
+        @trainer.on(Events.ITERATION_COMPLETED(event_filter=lambda _, i: i >= 9))  # epoch 2 (6 iterations per epoch)
+        def blow_up(engine):
+            engine.state.output["loss"] = torch.tensor(1e12)
+
+        return trainer
+
+    monkeypatch.setattr(engines, "create_trainer", blowing_up)
+    expected = r"blew up in epoch 2: mean training loss 5e\+11 by iteration 10,"
+    with pytest.raises(TrainingStopped, match=expected) as stopped:
+        train(tiny_config(tmp_path, run_name="blown", epochs=3))
+    run_dir = tmp_path / "runs" / "blown"
+    kept = files.find_checkpoint(run_dir)
+    assert kept is not None and kept.name == "last_checkpoint_6.pt" and str(kept) in str(stopped.value)
+    assert stopped.value.exit_code == 1 and str(stopped.value).endswith("Try a smaller --lr.")
+    assert [r["epoch"] for r in json.loads((run_dir / "history.json").read_text())["epochs"]] == [1]
+    assert not (run_dir / "misclassified.json").exists()  # the completion handler did not run
+
+
+def test_a_run_that_ends_at_chance_level_says_so_last(tmp_path, caplog, capsys):
+    from ignite_cifar.divergence import chance_level
+
+    # at most two binomial standard errors above 1/classes: 10% + 2.68% on 500 images
+    assert chance_level(0.1268, 10, 500) and not chance_level(0.1270, 10, 500) and not chance_level(0.9, 10, 10000)
+    with caplog.at_level("INFO", logger="ignite_cifar"):
+        train(tiny_config(tmp_path, run_name="flat", epochs=1, lr=1e-12, n_misclassified=2))  # the weights stay
+    assert caplog.records[-1].levelname == "WARNING" and caplog.records[-1].getMessage() == (
+        "test accuracy 10.00% is chance level for 10 classes: the run did not learn; try a smaller --lr (or a "
+        "larger one, if its loss never fell)")
+    assert capsys.readouterr().out.startswith("final val accuracy: 10.00%")
+
+
 def test_without_explain_at_end_nothing_is_explained_and_the_run_says_how_to_do_it_later(tmp_path, caplog):
     with caplog.at_level("INFO", logger="ignite_cifar"):
         result = train(tiny_config(tmp_path, run_name="later", epochs=1, explain_at_end=False))
