@@ -25,7 +25,8 @@ def resolve_num_workers(num_workers: int | str, nproc_per_node: int, cores: int 
     """The DataLoader workers for the whole node: a number as given, or for `auto` the cores this process may use
     less one per training process, at most MAX_AUTO_WORKERS per process (ignite divides them among processes); on
     a CPU device one per process where a core is left for it: one worker fed a 2-core CPU's training at 600
-    images/s with a fifth of a core, and the cores are worth more as torch threads (benchmarks/speed/THREAD-BUDGET.md)."""
+    images/s with a fifth of a core, and the cores are worth more as torch threads
+    (benchmarks/speed/THREAD-BUDGET.md)."""
     if num_workers != AUTO:
         return int(num_workers)
     cores = usable_cores() if cores is None else cores
