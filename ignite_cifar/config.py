@@ -13,6 +13,7 @@ from typing import Any, Mapping
 import yaml
 
 from .choices import ARCHITECTURES, CAM_METHODS, MISTAKE_ORDERS, NORMS
+from .config_checks import AUTO, check_choices, check_combinations, check_ranges
 from .errors import ConfigError
 
 # Choices whose meaning lives in a module (models, norms, CAM methods, mistake orders) come from choices.py, which
@@ -29,9 +30,7 @@ THRESHOLD_MODES = ("rel", "abs")  # torch ReduceLROnPlateau's
 PLATEAU_ON = ("raw", "ema")
 AUGMENT_ON = ("auto", "cpu", "device")
 COMPILE_MODES = ("default", "reduce-overhead")  # torch.compile's; captured_step.py says what the second changes
-DEVICE_AUGMENT_LACKS = ("p_shift_scale_rotate", "p_to_gray")  # CPU-pipeline extras device_augment.py lacks
 SHIPPED_CONFIGS = ("mission", "smoke")  # the defaults are the Config fields below: the one copy of the recipe
-AUTO = "auto"
 MAX_AUTO_WORKERS = 12  # enough to feed a GPU at well over 10,000 images/s (about 5,000 each on a slow core)
 
 
@@ -145,52 +144,10 @@ class Config:
     probe_size: int = _f(8, "probe images: a class-stratified subset of the test split, fixed by the seed")
 
     def validate(self) -> "Config":
-        """Raise ConfigError naming the first field whose value is not allowed."""
-        for f in fields(self):
-            choices = f.metadata.get("choices")
-            value = getattr(self, f.name)
-            if choices and value not in choices:
-                raise ConfigError(f"{f.name}: {value!r} is not allowed; choose one of {', '.join(choices)}")
-        positive = {"epochs": 1, "batch_size": 1, "n_misclassified": 1, "log_every": 1, "nproc_per_node": 1,
-                    "probe_size": 1, "eval_batch_size": 1}
-        for name, low in positive.items():
-            if getattr(self, name) < low:
-                raise ConfigError(f"{name}: must be >= {low}, got {getattr(self, name)}")
-        for name in ("lr", "width"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")
-        if self.num_workers != AUTO and self.num_workers < 0:
-            raise ConfigError(f"num_workers: must be >= 0 or auto, got {self.num_workers}")
-        if self.torch_threads != AUTO and self.torch_threads < 1:
-            raise ConfigError(f"torch_threads: must be >= 1 or auto, got {self.torch_threads}")
-        for name in ("train_subset", "test_subset", "crop_padding", "probe_every", "cutout_size",
-                     "plateau_patience", "warmup_epochs", "min_lr", "momentum", "weight_decay", "rotate_limit",
-                     "plateau_threshold", "plateau_cooldown"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
-        if not 0.0 <= self.val_split < 1.0:
-            raise ConfigError(f"val_split: must be in [0, 1), got {self.val_split}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ConfigError(f"label_smoothing: must be in [0, 1), got {self.label_smoothing}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ConfigError(f"ema_decay: must be in [0, 1), got {self.ema_decay}")
-        if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
-            raise ConfigError("nesterov: needs --optimizer sgd with a --momentum above 0")
-        if not 0.0 < self.plateau_factor < 1.0:
-            raise ConfigError(f"plateau_factor: must be in (0, 1), got {self.plateau_factor}")
-        for f in fields(self):
-            if f.name.startswith("p_") and not 0.0 <= getattr(self, f.name) <= 1.0:
-                raise ConfigError(f"{f.name}: a probability must be in [0, 1], got {getattr(self, f.name)}")
-        lacking = [name for name in DEVICE_AUGMENT_LACKS if getattr(self, name) > 0]
-        if self.augment_on == "device" and lacking:
-            raise ConfigError(f"augment_on: device does not implement {', '.join(lacking)}; set them to 0 or use "
-                              "--augment-on cpu")
-        if self.compile_mode != "default" and not self.compile:
-            raise ConfigError(f"compile_mode: {self.compile_mode} needs --compile")
-        if self.cutout_size > 32:
-            raise ConfigError(f"cutout_size: must be <= 32 (the image side), got {self.cutout_size}")
-        if round(64 * self.width) < 1:
-            raise ConfigError(f"width: {self.width} leaves no channels; use at least {1 / 64:.4f}")
+        """Raise ConfigError naming the first field whose value is not allowed (config_checks.py has the rules)."""
+        check_choices(self)
+        check_ranges(self)
+        check_combinations(self)
         return self
 
     def to_dict(self) -> dict[str, Any]:

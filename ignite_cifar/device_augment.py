@@ -31,15 +31,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import DEVICE_AUGMENT_LACKS, Config
+from .config import Config
+from .config_checks import unsupported_extras
 from .errors import ConfigError
 
 STREAM = 2**40  # third word of the epoch's seed: never a sample index (augment.py seeds with (seed, epoch, index))
-
-
-def unsupported_extras(config: Config) -> list[str]:
-    """The augmentations that are on in `config` and that the device path does not implement."""
-    return [name for name in DEVICE_AUGMENT_LACKS if getattr(config, name) > 0]
 
 
 def resolve_augment_on(config: Config, device_type: str) -> str:
