@@ -5,7 +5,6 @@ The same code on 1 CPU, N CPUs with gloo or N GPUs with nccl (launch.py starts i
 
 from __future__ import annotations
 
-import copy
 import logging
 import sys
 from dataclasses import dataclass
@@ -23,12 +22,11 @@ from . import engines, figures, files
 from .averaging import attach_weight_average
 from .captured_step import LrPlacement
 from .config import Config, dump_yaml
-from .divergence import LossGuard, chance_level
+from .divergence import LossGuard
 from .engines import Precision
 from .environment import resumed_elsewhere, starts_record
-from .errors import MachineError, TrainingStopped
-from .explain import write_explanations
-from .explained import Destination, ExplainSettings
+from .errors import MachineError
+from .explained import ExplainSettings
 from .handlers import (
     History,
     RNGState,
@@ -38,19 +36,18 @@ from .handlers import (
     attach_tensorboard,
 )
 from .loaders import Dataflow, build_dataflow, shut_down_workers
-from .probe import GradCAMProbe, probe_indices
+from .probe import GradCAMProbe
 from .process import (
     LaunchPlan,
     Network,
     build_model_and_optimizer,
-    parameter_checksum,
     resolve_precision,
     setup_process,
     shared_run_dir,
 )
 from .recipe import optimizer_settings, training_criterion
 from .resume import private_copy
-from .saved_run import load_weights
+from .run_end import explain_on_completion, explanations_skipped, finish, stopped
 from .schedules import Plateau, attach_plateau_scheduler, attach_warmup, current_lr
 from .stopping import StopRequests
 from .tensorboard_views import HParamsLog, add_layout
@@ -219,8 +216,8 @@ def attach_outputs(plan: LaunchPlan, run: Run, net: Network, flow: Dataflow, dev
                      config.probe_size, config.seed).attach(trainer, outputs.tb.writer, config.probe_every)
     trainer.add_event_handler(Events.EPOCH_COMPLETED, run.last_checkpoint)
     if rank == 0:
-        trainer.add_event_handler(Events.COMPLETED, _explain_on_completion(plan, run, net, outputs, device, run_dir)
-                                  if config.explain_at_end else _explanations_skipped(run_dir))
+        trainer.add_event_handler(Events.COMPLETED, explain_on_completion(plan, run, net, outputs, device, run_dir)
+                                  if config.explain_at_end else explanations_skipped(run_dir))
     return outputs
 
 
@@ -238,84 +235,3 @@ def _after_record(outputs: Outputs, run_dir: Path):
         outputs.hparams.record_epochs(outputs.history.records)
 
     return redraw
-
-
-def _explanations_skipped(run_dir: Path):
-    def say_so(_engine: Engine) -> None:
-        log.info("no test evaluation or explanations (--no-explain-at-end); write them with: "
-                 "python -m ignite_cifar explain --run %s", run_dir)
-
-    return say_so
-
-
-def _explain_on_completion(plan: LaunchPlan, run: Run, net: Network, outputs: Outputs, device: torch.device,
-                           run_dir: Path):
-    config, data = plan.config, plan.data
-
-    def explain(engine: Engine) -> None:
-        if run.loss_guard.stopped:
-            return
-        model, source = run.evaluated_model, "final" + (" EMA" if config.ema_decay else "")
-        best = files.find_checkpoint(run_dir, files.BEST_PREFIX) if config.explain_checkpoint == "best" else None
-        if best is not None:
-            model, source = load_weights(copy.deepcopy(run.evaluated_model), best), f"best ({best.name})"
-        summary = write_explanations(model, plan.test_images(), ExplainSettings.of(config),
-                                     Destination(run_dir, outputs.tb.writer, engine.state.epoch), device, source,
-                                     probe_indices(data.test.labels, config.probe_size, config.seed))
-        outputs.history.extra["final_test"] = {k: summary[k] for k in ("test_loss", "test_accuracy",
-                                                                        "per_class_accuracy")}
-        outputs.history.write()
-        outputs.hparams.record_completion(summary["test_accuracy"], summary["test_loss"], engine.state.epoch)
-        log.info("test accuracy (%s model): %.2f%% on %d images; %d mistakes explained in %s",
-                 source, 100 * summary["test_accuracy"], summary["test_images"], len(summary["mistakes"]),
-                 run_dir / "gradcam.png")
-        if chance := chance_level(summary["test_accuracy"], len(data.classes), summary["test_images"]):
-            log.warning("%s", chance)
-
-    return explain
-
-
-def finish(config: Config, run: Run, net: Network, outputs: Outputs, device: torch.device, run_dir: Path,
-           result: dict[str, Any]) -> None:
-    """After the last epoch: a stop for a NaN or blown-up loss, the replicas' agreement, and the final line."""
-    if outputs.tb:
-        outputs.tb.close()
-    if run.loss_guard.stopped:
-        raise run.loss_guard.error(run_dir, run.trainer.state.epoch)
-    rank, world = idist.get_rank(), idist.get_world_size()
-    if world > 1:
-        # DDP keeps replicas identical by construction; check it, so a broken setup cannot go unnoticed.
-        checksums = idist.all_gather(parameter_checksum(net.base_model).to(device)).view(world, -1).cpu()
-        if rank == 0:
-            outputs.history.extra["distributed"] = {"world_size": world, "backend": idist.backend(),
-                                                    "replica_checksums": checksums.tolist()}
-            outputs.history.write()
-            if not torch.equal(checksums, checksums[:1].expand_as(checksums)):
-                log.warning("model replicas differ across processes: %s", checksums.tolist())
-    if rank == 0:
-        final = outputs.history.records[-1] if outputs.history.records else {}
-        result.update({"run_dir": str(run_dir), "val_accuracy": final.get("val_accuracy"),
-                       "epochs": len(outputs.history.records)})
-        print(f"final val accuracy: {100 * final.get('val_accuracy', float('nan')):.2f}%  run folder: {run_dir}",
-              flush=True)
-
-
-def stopped(stops: StopRequests, run: Run, outputs: Outputs, run_dir: Path) -> TrainingStopped:
-    """What a Ctrl-C or SIGTERM leaves: a resumable checkpoint of a safe point, and one line saying how to go on."""
-    code = 143 if stops.sigterm else 130
-    state = run.trainer.state
-    resume = f"Resume with: python -m ignite_cifar train --resume {run_dir}"
-    if stops.training_done:
-        message = (f"interrupted after training finished (epoch {state.epoch}, saved in "
-                   f"{files.find_checkpoint(run_dir)}), before the explanations were written. Write them with: "
-                   f"python -m ignite_cifar explain --run {run_dir}")
-    elif stops.forced:
-        message = (f"stopped at once by a second signal at epoch {state.epoch}, iteration {state.iteration}; kept "
-                   f"the last checkpoint, {files.find_checkpoint(run_dir) or 'none (still in epoch 1)'}. {resume}")
-    else:
-        run.last_checkpoint(run.trainer)  # a safe point (mid-epoch included): resuming continues from exactly here
-        message = (f"interrupted at epoch {state.epoch}, iteration {state.iteration}; saved "
-                   f"{files.find_checkpoint(run_dir)}. {resume}")
-    if outputs.tb:
-        outputs.tb.close()
-    return TrainingStopped(message, exit_code=code)
