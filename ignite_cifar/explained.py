@@ -56,6 +56,7 @@ class Destination:
     run_dir: Path
     tb_writer: Any = None
     step: int = 0
+    logged: frozenset[str] = frozenset()  # scalar prefixes already written at this step (not written twice)
 
     def figure(self, fig, name: str, tag: str, dpi: int = 120) -> Path:
         """Save `fig` as run_dir/name and add the same picture to TensorBoard under `tag` (drawn once); close it.
@@ -73,6 +74,6 @@ class Destination:
             self.tb_writer.add_text(tag, text, global_step=self.step)
 
     def scalars(self, prefix: str, values: dict[str, float]) -> None:
-        if self.tb_writer is not None:
+        if self.tb_writer is not None and prefix not in self.logged:
             for key, value in values.items():
                 self.tb_writer.add_scalar(prefix + key, value, global_step=self.step)

@@ -130,17 +130,16 @@ def quiet_writer_thread_errors() -> None:
 
 def attach_tensorboard(log_dir: Path, trainer: Engine, evaluators: dict[str, Engine], optimizer: torch.optim.Optimizer,
                        log_every: int, config_text: str) -> TensorboardLogger:
-    """Tags: train/batch_loss and lr/group_0 every `log_every` iterations (step = iteration); train/{loss,accuracy},
-    val/{loss,accuracy} (and raw_val/..., with a weight average) and epoch/lr/group_0 per epoch (step = epoch)."""
+    """Tags, each logged once: train/batch_loss every `log_every` iterations (step = iteration); lr/group_0 (the lr
+    the epoch trains with), train/{loss,accuracy}, val/{loss,accuracy} (and raw_val/..., with a weight average) per
+    epoch (step = epoch)."""
     quiet_writer_thread_errors()
     tb = TensorboardLogger(log_dir=str(log_dir))
     every = Events.ITERATION_COMPLETED(every=log_every)
     tb.attach_output_handler(trainer, event_name=every, tag="train",
                              output_transform=lambda out: {"batch_loss": out["loss"]})
-    tb.attach_opt_params_handler(trainer, event_name=every, optimizer=optimizer, param_name="lr")
-    # the lr each epoch trained with, at the epoch's step, to sit beside the per-epoch curves: epoch/lr/group_0
-    tb.attach_opt_params_handler(trainer, event_name=Events.EPOCH_STARTED, optimizer=optimizer, param_name="lr",
-                                 tag="epoch")
+    # the lr each epoch trains with, at the epoch's step, beside the per-epoch curves (the plateau acts per epoch)
+    tb.attach_opt_params_handler(trainer, event_name=Events.EPOCH_STARTED, optimizer=optimizer, param_name="lr")
     tb.attach_output_handler(trainer, event_name=Events.EPOCH_COMPLETED, tag="train",
                              metric_names=["loss", "accuracy"], global_step_transform=global_step_from_engine(trainer))
     for name, evaluator in evaluators.items():

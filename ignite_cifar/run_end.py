@@ -53,9 +53,12 @@ def explain_on_completion(plan: LaunchPlan, run: Run, net: Network, outputs: Out
         best = files.find_checkpoint(run_dir, files.BEST_PREFIX) if config.explain_checkpoint == "best" else None
         if best is not None:
             model, source = load_weights(copy.deepcopy(run.evaluated_model), best), f"best ({best.name})"
+        # the probe scored these weights' probe maps at this step already (probe/*): explain/probe/* only for
+        # another model (the best checkpoint) or with the probe off, so no score is logged under two names
+        logged = frozenset({"explain/probe/"}) if config.probe_every > 0 and best is None else frozenset()
         summary = write_explanations(model, plan.test_images(), ExplainSettings.of(config),
-                                     Destination(run_dir, outputs.tb.writer, engine.state.epoch), device, source,
-                                     probe_indices(data.test.labels, config.probe_size, config.seed))
+                                     Destination(run_dir, outputs.tb.writer, engine.state.epoch, logged), device,
+                                     source, probe_indices(data.test.labels, config.probe_size, config.seed))
         outputs.history.extra["final_test"] = {k: summary[k] for k in ("test_loss", "test_accuracy",
                                                                         "per_class_accuracy")}
         outputs.history.write()

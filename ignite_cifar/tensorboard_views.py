@@ -14,10 +14,11 @@ NOT_HYPERPARAMETERS = frozenset({
     "log_every", "output_dir", "run_name", "resume", "n_misclassified", "mistake_order", "gradcam_method",
     "gradcam_layer", "explain_checkpoint", "explain_at_end", "probe_every", "probe_size", "eval_batch_size"})
 
-# Metric tags of the HParams table, each written as a scalar (the table shows its latest value).
+# Metric tags of the HParams table, each a scalar (the table shows its latest value); val/accuracy is the epoch
+# log's own tag, not written a second time under another name.
 METRICS = {
     "hparams/best_val_accuracy": "best val accuracy",
-    "hparams/final_val_accuracy": "val accuracy at the last epoch done",
+    "val/accuracy": "val accuracy at the last epoch done",
     "hparams/final_test_accuracy": "test accuracy of the explained model when training completed",
     "hparams/final_test_loss": "test loss of the explained model when training completed",
     "hparams/epochs_done": "epochs trained",
@@ -28,7 +29,7 @@ METRICS = {
 LAYOUT = {"train vs val": {
     "loss": ["Multiline", [r"^train/loss$", r"^val/loss$"]],
     "accuracy": ["Multiline", [r"^train/accuracy$", r"^val/accuracy$"]],
-    "learning rate (per epoch)": ["Multiline", [r"^epoch/lr/group_0$"]],
+    "learning rate (per epoch)": ["Multiline", [r"^lr/group_0$"]],
 }}
 
 
@@ -55,7 +56,6 @@ class HParamsLog:
         rates = [r["train_images_per_s"] for r in records if r.get("train_images_per_s")]
         values = {
             "hparams/best_val_accuracy": max(r["val_accuracy"] for r in records),
-            "hparams/final_val_accuracy": records[-1]["val_accuracy"],
             "hparams/epochs_done": len(records),
             "hparams/training_seconds": sum(r["epoch_seconds"] + (r.get("val_seconds") or 0.0) for r in records),
             "hparams/train_images_per_s": statistics.median(rates) if rates else 0.0,

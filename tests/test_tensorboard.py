@@ -17,8 +17,7 @@ import yaml
 
 from ignite_cifar.tensorboard_views import METRICS
 
-SCALARS = {"train/batch_loss", "lr/group_0", "train/loss", "train/accuracy", "val/loss", "val/accuracy",
-           "epoch/lr/group_0", *METRICS}
+SCALARS = {"train/batch_loss", "lr/group_0", "train/loss", "train/accuracy", "val/loss", "val/accuracy", *METRICS}
 IMAGES = {"probe/gradcam", "explain/misclassified", "explain/gradcam", "explain/confusion"}
 HANG_GUARD_S = 180  # not a speed limit: only keeps a server that never answers from blocking the suite
 
@@ -87,8 +86,17 @@ def test_scalars_are_the_documented_ones_with_the_history_values(served):
     epochs = _history(run_dir)["epochs"]
     assert [p[1] for p in points] == [1, 2]  # (wall time, step = epoch, value)
     assert [p[2] for p in points] == pytest.approx([e["val_accuracy"] for e in epochs])
-    lr_points = server.get("/data/plugin/scalars/scalars?tag=epoch/lr/group_0&run=.")
+    lr_points = server.get("/data/plugin/scalars/scalars?tag=lr/group_0&run=.")
     assert [(p[1], p[2]) for p in lr_points] == [(e["epoch"], pytest.approx(e["lr"])) for e in epochs]
+
+
+def test_each_score_is_logged_under_one_tag(served):
+    """The lr once (per epoch), the val accuracy once (HParams reads val/accuracy itself), the final model's probe
+    scores once (probe/*, not again as explain/probe/*)."""
+    server, _, _ = served
+    tags = set(server.get("/data/plugin/scalars/tags")["."])
+    assert "lr/group_0" in tags and "probe/deletion_ratio/random_regions" in tags
+    assert not {t for t in tags if t.startswith(("epoch/", "explain/probe/")) or t == "hparams/final_val_accuracy"}
 
 
 def test_the_probe_is_logged_at_every_explained_epoch(served):
@@ -108,7 +116,7 @@ def test_train_and_val_share_a_chart_in_the_custom_scalars_layout(served):
               for chart in category["chart"]}
     assert charts["loss"] == [r"^train/loss$", r"^val/loss$"]
     assert charts["accuracy"] == [r"^train/accuracy$", r"^val/accuracy$"]
-    assert charts["learning rate (per epoch)"] == [r"^epoch/lr/group_0$"]
+    assert charts["learning rate (per epoch)"] == [r"^lr/group_0$"]
 
 
 def test_hparams_row_holds_the_config_and_the_results(served):
