@@ -26,10 +26,12 @@ ARCHIVE = Path(os.environ.get("IGNITE_CIFAR_ARCHIVE", REPO.parent / "shared" / "
 
 def load_benchmark(name: str) -> ModuleType:
     """A benchmarks/<room>/ script as a module, registered under its name (dataclasses and the scripts' imports of
-    each other look it up there): load the ones a script imports first."""
+    each other look it up there), its room on sys.path for the scripts it imports."""
     if name in sys.modules:
         return sys.modules[name]
     path, = (REPO / "benchmarks").glob(f"*/{name}.py")
+    if str(path.parent) not in sys.path:  # its imports of the scripts beside it resolve as when it is run
+        sys.path.append(str(path.parent))
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
