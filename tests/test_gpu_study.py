@@ -16,8 +16,8 @@ import yaml
 from .helpers import REPO
 
 
-def _study(tmp: Path, recipes: str, budget: int | None = None, lanes: str | None = None,
-           epochs: int = 1, out_name: str = "out") -> tuple[subprocess.CompletedProcess, Path]:
+def _study(tmp: Path, recipes: str, budget: int | None = None, lanes: str | None = None, epochs: int = 1,
+           out_name: str = "out", flags: str | None = None) -> tuple[subprocess.CompletedProcess, Path]:
     out = tmp / out_name
     env = {**os.environ, "GPU_DRY_RUN": "1", "OUT": str(out), "PYTHON": sys.executable, "STUDY_RECIPES": recipes,
            "GPU_STUDY_DIR": str(tmp / "study"), "GPU_DRY_EPOCHS": str(epochs)}
@@ -25,6 +25,8 @@ def _study(tmp: Path, recipes: str, budget: int | None = None, lanes: str | None
         env["GPU_BUDGET_S"] = str(budget)
     if lanes is not None:
         env["STUDY_LANES"] = lanes
+    if flags is not None:
+        env["STUDY_FLAGS"] = flags
     done = subprocess.run(["bash", "benchmarks/gpu/gpu_study.sh"], cwd=REPO, env=env, capture_output=True, text=True)
     return done, out
 
@@ -85,6 +87,22 @@ def test_the_same_command_again_resumes_an_unfinished_run_and_keeps_a_finished_o
     assert done.returncode == 0 and "shipped: finished in an earlier call, kept" in (out / "study.log").read_text()
     row = json.loads((out / "study.json").read_text())[0]
     assert row["finished"] and row["epochs_done"] == 2
+
+
+def test_auto_flags_measure_first_and_every_later_call_keeps_the_mode_they_chose(tmp_path):
+    """STUDY_FLAGS=auto: the captured step's lr check and a step matrix first, the runs in the mode it chose; the next
+    call resumes them in that same mode instead of measuring again (a run's precision never changes halfway)."""
+    done, out = _study(tmp_path, "shipped", out_name="call1", flags="auto")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert json.loads((out / "captured_lr.json").read_text())["passed"] and (out / "matrix.md").is_file()
+    mode = (tmp_path / "study" / ".study-flags").read_text().split()
+    assert mode[:1] == ["--amp"] and "--no-compile" in mode  # the dry matrix compiles nothing
+    log = (out / "study.log").read_text()
+    assert f"study mode: {' '.join(mode)}" in log and f"{' '.join(mode)} --config mission" in log
+    done, out = _study(tmp_path, "shipped", epochs=2, out_name="call2", flags="auto")
+    log = (out / "study.log").read_text()
+    assert done.returncode == 0 and "the mode an earlier call chose, kept for its runs" in log
+    assert not (out / "matrix.md").exists() and f"--epochs 2 {' '.join(mode)}" in log
 
 
 @pytest.mark.parametrize("lanes", ["0", "two"])

@@ -8,7 +8,8 @@
 #   GPU_DRY_RUN=1 OUT=$(mktemp -d) bash benchmarks/gpu/gpu_study.sh    # the same path on CPU, tiny, synthetic data
 #
 # STUDY_RECIPES: names in benchmarks/study/recipes/, in run order (default below). STUDY_FLAGS: extra training flags
-# for every run (e.g. "--compile --amp on"). All runs share one TorchInductor/Triton cache, so a compiled graph is
+# for every run (e.g. "--compile --amp on"), or `auto`: measure first (the captured step's lr check and a short
+# step matrix, about a minute, into captured_lr.json and matrix.md) and train in the fastest correct mode. All runs share one TorchInductor/Triton cache, so a compiled graph is
 # built once and reused by the later runs. STUDY_LANES=N (default 3) trains N recipes at once on the one GPU: a
 # batch-128 step leaves most of the GPU idle, waiting on Python's kernel launches (on an H200, 2026-12-04, three
 # at once trained 1.65x the images/s of one alone). Recipe i goes to lane i mod N and each lane runs its share
@@ -66,6 +67,37 @@ fi
 step "2. device and versions"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 "$PY" benchmarks/gpu/gpu_report.py --env "$WORK/env.json" || exit 1
+
+if [ "${STUDY_FLAGS:-}" = auto ]; then
+  # Speed first (issue 43): does the captured step follow the schedules' lr, then the default's step at width 1.0,
+  # batch 128, eager fp32 against bf16 and the captured (reduce-overhead) step; the study trains in the fastest
+  # correct mode. Chosen once: a later call resumes its runs in the same mode ($RUNS/.study-flags).
+  if [ -s "$RUNS/.study-flags" ]; then
+    step "2b. speed first: the mode an earlier call chose, kept for its runs: $(cat "$RUNS/.study-flags")"
+  else
+    step "2b. speed first: the captured step's lr, then the step matrix picks the study's mode"
+    if [ "$DRY" = 1 ]; then
+      CHECK=(--device cpu --width 0.0625 --batch-size 8 --steps 6 --no-compile)
+      MATRIX=(--device cpu --width 0.125 --steps 2 --warmup 1 --budget-s 20)
+      COMPILE=off
+    else
+      CHECK=(--width 1.0 --steps 30)
+      MATRIX=(--width 1.0 --steps 20 --warmup 5 --compile-mode reduce-overhead --budget-s "${GPU_SPEED_BUDGET_S:-40}")
+      COMPILE=both
+    fi
+    timeout 60 "$PY" benchmarks/speed/captured_lr_check.py "${CHECK[@]}" --json "$OUT/captured_lr.json"
+    CHECK_RC=$?
+    echo "captured-step check exited with $CHECK_RC"
+    # a captured step that does not follow the lr (or a check that did not finish) is left out of the choice
+    [ "$CHECK_RC" = 0 ] || COMPILE=off
+    "$PY" benchmarks/speed/step_matrix.py "${MATRIX[@]}" --compile "$COMPILE" --bf16 both --batch-sizes 128 \
+      --channels-last off --epochs 40 \
+      --json "$OUT/matrix.json" --markdown "$OUT/matrix.md" --flags "$RUNS/.study-flags" \
+      || echo "--amp off --no-channels-last --no-compile" > "$RUNS/.study-flags"
+  fi
+  read -r -a EXTRA < "$RUNS/.study-flags"
+  echo "study mode: ${EXTRA[*]}"
+fi
 
 step "3. the recipes, $LANES at a time: $RECIPES"
 : > "$WORK/status"
