@@ -98,3 +98,13 @@ def test_the_held_out_check_sets_the_gap_it_measured_beside_the_one_the_default_
     text = recipe_holdout.holdout_section(_summaries({**chosen, **held}))
     assert "| 84.00 (1 seed) | 81.00 (2 seeds) | +3.00 |" in text
     assert "the gap is +3.00 points, -2.00 from the +5.00 the default was chosen by (3 of 4 held-out runs" in text
+
+
+def test_held_out_recipes_count_in_the_noise_but_are_not_judged_against_rows_trained_on_more_images():
+    text = recipe_rule.noise_section(_summaries({
+        "shipped": 0.80, "shipped-seed2": 0.79, recipe_rule.DEFAULT: 0.835,
+        "shipped-holdout": 0.76, "shipped-holdout-seed2": 0.78}))  # 45,000 images: it would "lose" to shipped
+    assert not any(line.startswith("| shipped-holdout") for line in text.splitlines())
+    assert "pooled over the 2 recipes with two or more seeds" in text
+    assert "Not in this table: `shipped-holdout`, trained on 45,000 images" in text
+    assert "Not in this table" not in recipe_rule.noise_section(_summaries({"shipped": 0.80, "shipped-seed2": 0.79}))

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from recipe_rule import BASELINE, DEFAULT, pct, pooled_noise, recipe_accuracies, verdict
+from recipe_rule import BASELINE, DEFAULT, HOLDOUT, pct, pooled_noise, recipe_accuracies, verdict
 
-HOLDOUT = "-holdout"  # <recipe>-holdout: <recipe> with a held-out val split; its seeds are <recipe>-holdout-seed<N>
 PAIR = (DEFAULT, BASELINE)
 SEEDS_WANTED = 2  # the issue asked for two seeds of each held-out recipe
 
