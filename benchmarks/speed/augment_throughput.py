@@ -31,13 +31,14 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import ForeignCpu, cpu_model  # noqa: E402
+from busy_cores import ForeignCpu  # noqa: E402
 
 from ignite_cifar.augment import AugmentedDataset, build_train_transform  # noqa: E402
 from ignite_cifar.config import Config  # noqa: E402
 from ignite_cifar.data import channel_stats, synthetic_split  # noqa: E402
 from ignite_cifar.device_augment import DeviceTrainLoader  # noqa: E402
 from ignite_cifar.engines import Precision, create_trainer  # noqa: E402
+from ignite_cifar.environment import cpu_name  # noqa: E402
 from ignite_cifar.loaders import ResumableSampler  # noqa: E402
 from ignite_cifar.models import build_model  # noqa: E402
 
@@ -131,6 +132,33 @@ def bench_training(variants: dict, template: nn.Module, device, batches: int, re
     return rates
 
 
+def report(args, device, started, variants, augment, train, busy) -> str:
+    """The markdown report: the setup, then each data path's median images/s (augmentation alone, training);
+    busy holds the cores other processes kept busy during the augmentation runs and during the training runs."""
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none"
+    fmt = lambda xs: ", ".join(f"{x:.0f}" for x in xs)  # noqa: E731
+    lines = [
+        "# Training data paths: albumentations workers vs batched tensor ops", "",
+        f"- date: {started.isoformat(timespec='seconds')}",
+        f"- machine: {cpu_name()}; {len(__import__('os').sched_getaffinity(0))} cores; torch threads "
+        f"{torch.get_num_threads()}; GPU: {gpu}; device {device}",
+        f"- versions: python {platform.python_version()}, torch {torch.__version__}",
+        f"- command: `{' '.join(shlex.quote(a) for a in [sys.executable, *sys.argv])}`",
+        f"- data: {args.images} synthetic 32x32 images, the recipe (pad-4 crop, rotate +-5 p 0.5, cutout 16 p 0.5), "
+        f"batch {args.batch_size}; training: resnet18 LayerNorm width {args.width}, fp32, "
+        f"{args.train_batches} steps per run; {args.repeats} timed runs each after one warm-up",
+        "- cores kept busy by other processes: "
+        + ", ".join(f"{label} {c:.2f}" if c is not None else f"{label} unknown" for label, c in
+                    zip(("during the augmentation runs", "during the training runs"), busy, strict=True)), "",
+        "| data path | augmentation alone, images/s (median) | training step, images/s (median) |",
+        "|---|---|---|"]
+    for name in variants:
+        lines.append(f"| {name} | {statistics.median(augment[name]):.0f} | {statistics.median(train[name]):.0f} |")
+    lines += ["", "Per run, images/s: " + "; ".join(
+        f"{name}: augmentation [{fmt(augment[name])}], training [{fmt(train[name])}]" for name in variants)]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     started = datetime.datetime.now().astimezone()
@@ -156,29 +184,7 @@ def main(argv=None) -> None:
     train = bench_training(variants, template, device, args.train_batches, args.repeats, args.batch_size)
     train_foreign = train_foreign.cores()
 
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none"
-    fmt = lambda xs: ", ".join(f"{x:.0f}" for x in xs)  # noqa: E731
-    lines = [
-        "# Training data paths: albumentations workers vs batched tensor ops", "",
-        f"- date: {started.isoformat(timespec='seconds')}",
-        f"- machine: {cpu_model()}; {len(__import__('os').sched_getaffinity(0))} cores; torch threads "
-        f"{torch.get_num_threads()}; GPU: {gpu}; device {device}",
-        f"- versions: python {platform.python_version()}, torch {torch.__version__}",
-        f"- command: `{' '.join(shlex.quote(a) for a in [sys.executable, *sys.argv])}`",
-        f"- data: {args.images} synthetic 32x32 images, the recipe (pad-4 crop, rotate +-5 p 0.5, cutout 16 p 0.5), "
-        f"batch {args.batch_size}; training: resnet18 LayerNorm width {args.width}, fp32, "
-        f"{args.train_batches} steps per run; {args.repeats} timed runs each after one warm-up",
-        "- cores kept busy by other processes: "
-        + ", ".join(f"{label} {c:.2f}" if c is not None else f"{label} unknown"
-                    for label, c in (("during the augmentation runs", augment_foreign),
-                                      ("during the training runs", train_foreign))), "",
-        "| data path | augmentation alone, images/s (median) | training step, images/s (median) |",
-        "|---|---|---|"]
-    for name in variants:
-        lines.append(f"| {name} | {statistics.median(augment[name]):.0f} | {statistics.median(train[name]):.0f} |")
-    lines += ["", "Per run, images/s: " + "; ".join(
-        f"{name}: augmentation [{fmt(augment[name])}], training [{fmt(train[name])}]" for name in variants)]
-    text = "\n".join(lines) + "\n"
+    text = report(args, device, started, variants, augment, train, (augment_foreign, train_foreign))
     print(text)
     out = Path(args.output or Path(__file__).with_name(f"AUGMENT-{'GPU' if device.type == 'cuda' else 'CPU'}.md"))
     out.write_text(text)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -21,16 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from ignite_cifar.environment import cpu_name
+
 REPO = Path(__file__).resolve().parents[2]
 BUSY_LOOP = "while True: pass"
-
-
-def cpu_name() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else what platform knows."""
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return names[0] if names else (platform.processor() or platform.machine())
 
 
 def one_run(data_dir: str, threads: str, train_subset: int, out_dir: Path, name: str) -> tuple[float, float]:

@@ -38,7 +38,6 @@ import copy
 import datetime
 import os
 import platform
-import resource
 import shlex
 import statistics
 import sys
@@ -48,6 +47,7 @@ from pathlib import Path
 import albumentations
 import ignite
 import torch
+from busy_cores import ForeignCpu
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -55,6 +55,7 @@ from ignite_cifar.augment import AugmentedDataset, build_train_transform, eval_d
 from ignite_cifar.config import Config, coerce
 from ignite_cifar.data import channel_stats, synthetic_split
 from ignite_cifar.engines import Precision, create_trainer
+from ignite_cifar.environment import cpu_name
 from ignite_cifar.gradcam import GradCAM
 from ignite_cifar.loaders import resolve_num_workers
 from ignite_cifar.models import build_model
@@ -212,61 +213,20 @@ def bench_gradcam(bench: Bench, repeats: int, n: int = 20) -> dict:
     return {"seconds": statistics.median(seconds), "all": seconds, "images": n}
 
 
-class ForeignCpu:
-    """Average number of cores that other processes kept busy since construction (Linux only)."""
-
-    def __init__(self):
-        self.start = (self._busy(), self._own(), time.perf_counter())
-
-    @staticmethod
-    def _busy() -> float | None:
-        try:
-            fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        except (OSError, ValueError):
-            return None
-        return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # minus idle, iowait
-
-    @staticmethod
-    def _own() -> float:
-        self_, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-        return self_.ru_utime + self_.ru_stime + kids.ru_utime + kids.ru_stime
-
-    def cores(self) -> float | None:
-        busy, own, wall = self._busy(), self._own(), time.perf_counter()
-        if busy is None or self.start[0] is None:
-            return None
-        return max(0.0, (busy - self.start[0]) - (own - self.start[1])) / (wall - self.start[2])
+def caution_line(busiest: float) -> str:
+    if busiest > BUSY_CORES:
+        return (f"**Caution: other processes kept up to {busiest:.2f} cores busy during this run; the numbers "
+                f"are not reliable. Rerun on an otherwise idle machine.**")
+    return f"Other processes kept at most {busiest:.2f} cores busy (threshold {BUSY_CORES})."
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def report(args, device, train, data, cam, started: datetime.datetime, others: float | None) -> str:
+def setup_lines(args, device, started: datetime.datetime, others: float | None) -> list[str]:
+    """Where, with what and how the numbers were measured."""
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none"
     precision = Precision.resolve("auto", True, device).describe()
-    spread = f"{min(train['ratios']):.3f}..{max(train['ratios']):.3f}"
-    factor = data["ips"] / train["trainer_ips"]
-    ok_ratio = "PASS" if train["ratio"] >= TARGET_RATIO else "FAIL"
-    ok_data = "PASS" if factor >= TARGET_DATA_FACTOR else "FAIL"
-    busiest = max((c for c in [others, *train["foreign"]] if c is not None), default=0.0)
-    if busiest > BUSY_CORES:
-        caution = (f"**Caution: other processes kept up to {busiest:.2f} cores busy during this run; the numbers "
-                   f"are not reliable. Rerun on an otherwise idle machine.**")
-        ok_ratio, ok_data = f"{ok_ratio} (unreliable)", f"{ok_data} (unreliable)"
-    else:
-        caution = f"Other processes kept at most {busiest:.2f} cores busy (threshold {BUSY_CORES})."
-    fmt = lambda values, d=1: ", ".join(f"{v:.{d}f}" for v in values)  # noqa: E731
-    lines = [
-        "# ignite_cifar throughput benchmark", "",
+    return [
         f"- date: {started.isoformat(timespec='seconds')}",
-        f"- machine: {cpu_model()}; os.cpu_count() = {os.cpu_count()}; torch threads = {torch.get_num_threads()}; "
+        f"- machine: {cpu_name()}; os.cpu_count() = {os.cpu_count()}; torch threads = {torch.get_num_threads()}; "
         f"GPU: {gpu}",
         "- CPU used by other processes during the run (from /proc/stat, minus this process and its workers): "
         + (f"{others:.2f} of {os.cpu_count()} cores on average" if others is not None else "unknown"),
@@ -275,7 +235,20 @@ def report(args, device, train, data, cam, started: datetime.datetime, others: f
         f"- command: `{' '.join(shlex.quote(a) for a in [sys.executable, *sys.argv])}`",
         f"- model: {Config().model} ({Config().norm} norm), width {args.width}, batch {args.batch_size}, "
         f"device {device}, precision {precision}; {args.steps} steps per timed run, {args.repeats} repeats "
-        f"(ABBA order, one warm-up run each first)", "",
+        f"(ABBA order, one warm-up run each first)"]
+
+
+def report(args, device, train, data, cam, started: datetime.datetime, others: float | None) -> str:
+    spread = f"{min(train['ratios']):.3f}..{max(train['ratios']):.3f}"
+    factor = data["ips"] / train["trainer_ips"]
+    ok_ratio = "PASS" if train["ratio"] >= TARGET_RATIO else "FAIL"
+    ok_data = "PASS" if factor >= TARGET_DATA_FACTOR else "FAIL"
+    busiest = max((c for c in [others, *train["foreign"]] if c is not None), default=0.0)
+    if busiest > BUSY_CORES:
+        ok_ratio, ok_data = f"{ok_ratio} (unreliable)", f"{ok_data} (unreliable)"
+    fmt = lambda values, d=1: ", ".join(f"{v:.{d}f}" for v in values)  # noqa: E731
+    lines = [
+        "# ignite_cifar throughput benchmark", "", *setup_lines(args, device, started, others), "",
         "| measurement | value |", "|---|---|",
         f"| Ignite trainer (create_trainer + its metrics), training images/s, median | {train['trainer_ips']:.1f} |",
         f"| plain PyTorch loop, training images/s, median | {train['plain_ips']:.1f} |",
@@ -294,7 +267,7 @@ def report(args, device, train, data, cam, started: datetime.datetime, others: f
         f"Largest |weight difference| between the trainer's and the plain loop's models after a run: "
         f"{train['max_weight_diff']:.2e} (same init, same batches).",
         f"Data pipeline images/s per timed epoch: [{fmt(data['all'], 0)}]. "
-        f"GradCAM seconds per call pair: [{fmt(cam['all'], 3)}].", "", caution, "",
+        f"GradCAM seconds per call pair: [{fmt(cam['all'], 3)}].", "", caution_line(busiest), "",
         f"- trainer/plain ratio target >= {TARGET_RATIO}: {ok_ratio} (median {train['ratio']:.3f}, "
         f"min..max {spread})",
         f"- data pipeline target >= {TARGET_DATA_FACTOR:.0f}x the model's training images/s: {ok_data} "
