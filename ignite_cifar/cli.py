@@ -157,7 +157,9 @@ def _explain(args: argparse.Namespace) -> None:
             top = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in e["top"])
             print(f"{e['image']}: {top} | deletion AUC {e['deletion_auc/map']:.3f} (random regions "
                   f"{e['deletion_auc/random_regions']:.3f}), insertion AUC {e['insertion_auc/map']:.3f} "
-                  f"(random regions {e['insertion_auc/random_regions']:.3f})")
+                  f"(random regions {e['insertion_auc/random_regions']:.3f})"
+                  + ("; the map is constant: it orders no pixel, its sanity check is undefined" if e["constant_map"]
+                     else ""))
         print(f"wrote {out_dir / 'own_images.png'}, {out_dir / 'own_images.json'}")
         return
     if settings.n_misclassified < 1:

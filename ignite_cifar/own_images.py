@@ -14,6 +14,7 @@ from .augment import denormalize, normalize_array
 from .data import UNREADABLE, _decode, unreadable_reason
 from .errors import DataError
 from .faithfulness import assess
+from .faithfulness_verdict import constant_maps
 from .gradcam import GradCAM
 
 FIGURE_FILE, JSON_FILE = "own_images.png", "own_images.json"
@@ -52,11 +53,14 @@ def explain_images(model: torch.nn.Module, paths: Sequence[str], derived: dict[s
     scores = assess(model, x, top1, maps, layer, method)
     top_p, top_i = probs.topk(min(TOP, probs.shape[1]), dim=1)
     entries = []
+    constant = constant_maps(maps).tolist()
     for k, path in enumerate(paths):
-        per = {key: values[k] for key, values in scores["per_image"].items()}
+        # a constant map orders no pixel: its Spearman and SSIM with any other map are undefined (None), not scores
+        per = {key: None if constant[k] and key.startswith("sanity_") else values[k]
+               for key, values in scores["per_image"].items()}
         entries.append({"image": str(path), "top": [{"class": classes[i], "probability": p}
                                                     for p, i in zip(top_p[k].tolist(), top_i[k].tolist(), strict=True)],
-                        "map_explains": classes[int(top1[k])], **per})
+                        "map_explains": classes[int(top1[k])], "constant_map": constant[k], **per})
     captions = [_caption(e) for e in entries]
     fig = figures.own_images(denormalize(x, derived["mean"], derived["std"]), maps.cpu().numpy(),
                              [Path(p).name for p in paths], captions)
@@ -75,4 +79,12 @@ def _caption(entry: dict[str, Any]) -> str:
     return (f"{top}\n\ndeletion AUC  {e['deletion_auc/map']:.3f}"
             f"\n  random regions {e['deletion_auc/random_regions']:.3f}"
             f"\ninsertion AUC {e['insertion_auc/map']:.3f}\n  random regions {e['insertion_auc/random_regions']:.3f}"
-            f"\nSpearman after fc+layer4 {e.get('sanity_spearman/layer4', float('nan')):.2f}")
+            f"\nSpearman after fc+layer4 {sanity_words(e)}")
+
+
+def sanity_words(entry: dict[str, Any]) -> str:
+    """The image's Spearman after randomizing fc and layer4, or why there is none."""
+    if entry["constant_map"]:
+        return "undefined (constant map)"
+    after = entry.get("sanity_spearman/layer4")
+    return "not measured" if after is None else f"{after:.2f}"

@@ -386,6 +386,7 @@ def test_explain_own_images_photo_sized_and_bad_files(smoke_run, tmp_path, capsy
                  "--output", str(out)]) == 0
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].startswith(str(tmp_path / "photo.png")) and "random regions" in printed[0]
+    assert "constant" not in printed[0]  # a trained map orders pixels
     report = json.loads((out / "own_images.json").read_text())
     assert [len(e["top"]) for e in report["images"]] == [3, 3] and (out / "own_images.png").stat().st_size > 0
     assert report["images"][1]["top"][0]["probability"] >= report["images"][1]["top"][1]["probability"]
@@ -408,3 +409,33 @@ def test_explain_refuses_an_image_pil_refuses_as_too_large_in_one_line(smoke_run
     err = capsys.readouterr().err.splitlines()
     assert err == [f"ignite-cifar: error: images: cannot read {huge} as an image (DecompressionBombError: Image size "
                    "(200000000 pixels) exceeds limit of 178956970 pixels)"]
+
+
+def test_explain_own_images_says_a_constant_map_has_no_sanity_score(tmp_path):
+    """A diverged model's map is flat: per image, own_images.json holds no Spearman or SSIM (None, not 0.00, which
+    would read as a perfect sanity result) and marks the map constant; the caption says undefined."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from ignite_cifar.own_images import explain_images, sanity_words
+
+    torch.manual_seed(0)
+    model = PatchNet().eval()
+    with torch.no_grad():
+        model.fc.weight.zero_()  # the logits are the bias alone: no gradient reaches layer4
+    paths = []
+    for k in range(2):
+        pixels = np.random.default_rng(k).integers(0, 255, (40, 40, 3), dtype=np.uint8)
+        paths.append(tmp_path / f"{k}.png")
+        Image.fromarray(pixels).save(paths[-1])
+    derived = {"mean": [0.5] * 3, "std": [0.25] * 3, "classes": [f"c{i}" for i in range(len(PALETTE))]}
+    entries = explain_images(model, [str(p) for p in paths], derived, tmp_path, "layer4", "gradcam",
+                             torch.device("cpu"))
+    saved = json.loads((tmp_path / "own_images.json").read_text())["images"]
+    for entry in (*entries, *saved):
+        assert entry["constant_map"] is True and entry["sanity_spearman/layer4"] is None
+        assert all(v is None for k, v in entry.items() if k.startswith("sanity_"))
+    assert sanity_words(entries[0]) == "undefined (constant map)"
+    assert sanity_words({"constant_map": False, "sanity_spearman/layer4": 0.123}) == "0.12"
