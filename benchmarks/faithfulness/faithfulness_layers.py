@@ -21,6 +21,7 @@ from ignite_cifar.augment import eval_dataset
 from ignite_cifar.data import load_data
 from ignite_cifar.explain import evaluate_split
 from ignite_cifar.faithfulness import TARGETS, Scoring, assess
+from ignite_cifar.faithfulness_verdict import constant_maps
 from ignite_cifar.gradcam import GradCAM
 from ignite_cifar.mistakes import find_misclassified
 from ignite_cifar.saved_run import load_run
@@ -46,9 +47,18 @@ def score_row(model, x: torch.Tensor, pred: torch.Tensor, layer: str, method: st
            f"{m['deletion_auc/random_regions']:.3f} | {m['deletion_auc/random_pixels']:.3f} | "
            f"{m['deletion_ratio/random_regions']:.2f} | {_mean_se(deletion_diff)} | {m['insertion_auc/map']:.3f} | "
            f"{m['insertion_auc/random_regions']:.3f} | {m['insertion_auc/random_pixels']:.3f} | "
-           f"{_mean_se(insertion_diff)} | {m['sanity_spearman/fc']:.2f} | "
-           f"{_mean_se(per['sanity_spearman/layer4'])} |")
+           f"{_mean_se(insertion_diff)} | {_sanity_cells(m, per, constant_maps(maps))} |")
     return row, m
+
+
+def _sanity_cells(means: dict, per_image: dict, constant: torch.Tensor) -> str:
+    """The Spearman after randomizing fc (mean) and layer4 (mean +- se) over the images whose map is not constant;
+    undefined when every map is (a diverged model: its maps order no pixel)."""
+    defined = [v for v, flat in zip(per_image["sanity_spearman/layer4"], constant.tolist(), strict=True) if not flat]
+    if not defined:
+        return "undefined (constant maps) | undefined (constant maps)"
+    layer4 = _mean_se(defined) if len(defined) > 1 else f"{defined[0]:+.3f}"
+    return f"{means['sanity_spearman/fc']:.2f} | {layer4}"
 
 
 def main(argv=None) -> None:
