@@ -28,7 +28,8 @@ class LossGuard(NonFiniteLossGuard):
     """NonFiniteLossGuard, and a stop when the epoch's mean training loss so far passes the blow-up limit.
 
     Each iteration adds the loss to a sum on its device (no host sync); at each read the processes add their sums
-    and counts together, so that all of them stop at the same iteration."""
+    and counts together, so that all of them stop at the same iteration: for a blow-up, and for a NaN or infinite
+    loss seen by one process only (the sum carries it to the others)."""
 
     def __init__(self, every: int):
         super().__init__(every)
@@ -62,7 +63,10 @@ class LossGuard(NonFiniteLossGuard):
         mean = float(total[0]) / float(total[1])
         classes = int(engine.state.output["y_pred"].shape[-1])
         limit = BLOW_UP_FACTOR * math.log(classes)
-        if self.iteration is None and mean > limit:
+        if self.iteration is None and not math.isfinite(mean):  # another process's loss was not finite: stop
+            self.iteration = engine.state.iteration  # here too, or it waits alone at the next gradient all-reduce
+            engine.terminate()
+        elif self.iteration is None and mean > limit:
             self.blown_up = (engine.state.iteration, mean, limit, classes)
             engine.terminate()
 

@@ -530,3 +530,20 @@ def test_amp_auto_on_cuda_picks_bf16_only_from_compute_capability_8(monkeypatch,
         assert precision.dtype == expected
         assert (precision.scaler is not None) == (expected == torch.float16)
     assert Precision.resolve("off", False, torch.device("cuda")).dtype is None
+
+
+def test_a_nan_loss_on_another_process_stops_this_one_at_the_same_read(monkeypatch):
+    """Data-parallel: one process's loss turns NaN while this one's stays finite. The read's all-reduce carries the
+    NaN over, so this process stops at the same iteration instead of waiting alone at the next gradient all-reduce."""
+    from ignite.engine import Engine
+
+    from ignite_cifar import divergence
+
+    other_process = torch.tensor([float("nan"), 2.0])  # its loss sum and count for this epoch
+    monkeypatch.setattr(divergence.idist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(divergence.idist, "all_reduce", lambda total: total + other_process)
+    engine = Engine(lambda e, batch: {"loss": torch.tensor(2.3), "y_pred": torch.zeros(1, 10)})
+    guard = divergence.LossGuard(every=2).attach(engine)
+    engine.run(range(6), max_epochs=1)
+    assert guard.iteration == 2 and guard.blown_up is None and engine.state.iteration == 2
+    assert "the loss became NaN or infinite at iteration 2" in str(guard.error(Path("/nonexistent"), 1))
