@@ -27,8 +27,9 @@ TEST_WORKERS ?= 2
 test: $(STAMP)           ## the suite in TEST_WORKERS processes (pytest-xdist; each file's tests, which share runs, in one)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
-lint: $(STAMP)           ## ruff, configured in pyproject.toml (line length 120, import order, pyflakes, bugbear)
+lint: $(STAMP)           ## ruff (pyproject.toml) and the wings' import layers (import-linter, setup.cfg)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/speed/throughput.py $(ARGS)

@@ -13,7 +13,7 @@ from pathlib import Path
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import IMAGES, EventAccumulator
 
-from ignite_cifar.probe import TAG
+from ignite_cifar.explain.probe import TAG
 
 
 def small(image: Image.Image, width: int) -> Image.Image:

@@ -6,12 +6,13 @@ The public API: `Config` (every setting of a run; `make_config` builds a validat
     from ignite_cifar import GradCAM, build_model, make_config, train
 """
 
-from .config import Config, make_config
+from ignite_cifar.config import Config, make_config
 
 __all__ = ["Config", "GradCAM", "build_model", "make_config", "train"]
 __version__ = "0.1.0"
 
-_LAZY = {"GradCAM": "gradcam", "build_model": "models", "train": "launch"}  # these import torch: on first use
+# these import torch: on first use
+_LAZY = {"GradCAM": "explain.gradcam", "build_model": "model.resnet", "train": "training.launch"}
 
 
 def __getattr__(name: str):

@@ -12,21 +12,20 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config import (
+from ignite_cifar.config import (
     DEVICES,
     EXPLAIN_CHECKPOINTS,
-    GRADCAM_METHODS,
-    MISTAKE_ORDERS,
     SHIPPED_CONFIGS,
     Config,
     RangeTest,
     make_config,
     read_yaml,
 )
-from .errors import MachineError, TrainingStopped, UserError
+from ignite_cifar.config_checks import CAM_METHODS, MISTAKE_ORDERS
+from ignite_cifar.errors import MachineError, TrainingStopped, UserError
 
 CONFIG_HELP = (f"YAML file, or a shipped config: {', '.join(SHIPPED_CONFIGS)}; give it again to layer another on "
-               "top (later files win, e.g. --config mission --config my-change.yaml)")
+               "top (later files win, e.g. --config assignment --config my-change.yaml)")
 
 PROG = "ignite-cifar"
 
@@ -55,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                                             "then explain its mistakes with GradCAM.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    train = sub.add_parser("train", help="train (the default recipe unless told otherwise; --config mission: the "
+    train = sub.add_parser("train", help="train (the default recipe unless told otherwise; --config assignment: the "
                                          "assignment's)")
     train.add_argument("--config", action="append", default=None, help=CONFIG_HELP)
     train.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -86,7 +85,7 @@ def _add_saved_run_commands(sub) -> None:
                            default=defaults.n_misclassified, help="misclassified images to show")
             p.add_argument("--mistake-order", "--order", dest="mistake_order", choices=MISTAKE_ORDERS,
                            default=defaults.mistake_order)
-            p.add_argument("--gradcam-method", "--method", dest="gradcam_method", choices=GRADCAM_METHODS,
+            p.add_argument("--gradcam-method", "--method", dest="gradcam_method", choices=CAM_METHODS,
                            default=defaults.gradcam_method)
             p.add_argument("--gradcam-layer", "--layer", dest="gradcam_layer", default=defaults.gradcam_layer,
                            help="module GradCAM explains (dotted name)")
@@ -126,28 +125,28 @@ def _train(args: argparse.Namespace) -> None:
     given now update it (resume.py works out what they change)."""
     given = given_flags(args)
     if given.get("resume"):
-        from .launch import train
-        from .resume import plan_resume
+        from ignite_cifar.training.launch import train
+        from ignite_cifar.training.resume import plan_resume
 
         plan = plan_resume(given["resume"], given)
         train(plan.config, plan)
     else:
         config = config_from_args(args)  # a bad value is refused here, before torch is imported (about 5 s)
-        from .launch import train
+        from ignite_cifar.training.launch import train
 
         train(config)
 
 
 def _lr_find(args: argparse.Namespace) -> None:
-    from .lr_find import PNG, RULE, lr_find
+    from ignite_cifar.training.lr_find import PNG, RULE, lr_find
 
     found = lr_find(config_from_args(args), RangeTest(args.start_lr, args.end_lr, args.num_iter), args.output)
     print(f"suggested lr: {found['suggested_lr']:.3g} ({RULE}); wrote {Path(found['run_dir']) / PNG}")
 
 
 def _explain(args: argparse.Namespace) -> None:
-    from .explained import ExplainSettings
-    from .saved_run import explain_own_images, explain_saved_run
+    from ignite_cifar.explain.saved_run import explain_own_images, explain_saved_run
+    from ignite_cifar.explain.settings import ExplainSettings
 
     settings = ExplainSettings.of(args)
     if args.images:
@@ -169,7 +168,7 @@ def _explain(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from .saved_run import evaluate_saved_run
+    from ignite_cifar.explain.saved_run import evaluate_saved_run
 
     s = evaluate_saved_run(args.run, args.checkpoint, args.explain_checkpoint, args.device)
     print(f"checkpoint: {s['checkpoint']}")
@@ -206,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {exc} (--debug shows the traceback)", file=sys.stderr)
         return exc.exit_code
     except TrainingStopped as exc:
-        from .stopping import ignore_stop_signals
+        from ignite_cifar.signals import ignore_stop_signals
 
         ignore_stop_signals()  # the stop is done and saved; a repeated Ctrl-C must not add a traceback
         print(f"{PROG}: {exc}", file=sys.stderr)

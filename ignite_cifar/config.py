@@ -1,4 +1,4 @@
-"""The one typed run configuration: defaults are the measured best recipe (configs/mission.yaml pins the
+"""The one typed run configuration: defaults are the measured best recipe (configs/assignment.yaml pins the
 assignment's original), validated once at the edge."""
 
 from __future__ import annotations
@@ -12,15 +12,21 @@ from typing import Any, Mapping
 
 import yaml
 
-from .choices import ARCHITECTURES, CAM_METHODS, MISTAKE_ORDERS, NORMS
-from .config_checks import AUTO, check_choices, check_combinations, check_ranges
-from .errors import ConfigError
+from ignite_cifar.config_checks import (
+    ARCHITECTURES,
+    AUTO,
+    CAM_METHODS,
+    MISTAKE_ORDERS,
+    NORMS,
+    check_choices,
+    check_combinations,
+    check_ranges,
+)
+from ignite_cifar.errors import ConfigError
 
-# Choices whose meaning lives in a module (models, norms, CAM methods, mistake orders) come from choices.py, which
-# imports no torch; the rest are defined here.
-MODELS = ARCHITECTURES
+# Choices whose meaning lives in a module (architectures, norms, CAM methods, mistake orders) come from
+# config_checks.py beside their rules; the rest are defined here.
 DATASETS = ("cifar10", "folder", "synthetic")
-GRADCAM_METHODS = CAM_METHODS
 EXPLAIN_CHECKPOINTS = ("final", "best")
 DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("auto", "gloo", "nccl")
@@ -30,7 +36,8 @@ THRESHOLD_MODES = ("rel", "abs")  # torch ReduceLROnPlateau's
 PLATEAU_ON = ("raw", "ema")
 AUGMENT_ON = ("auto", "cpu", "device")
 COMPILE_MODES = ("default", "reduce-overhead")  # torch.compile's; captured_step.py says what the second changes
-SHIPPED_CONFIGS = ("mission", "smoke")  # the defaults are the Config fields below: the one copy of the recipe
+SHIPPED_CONFIGS = ("assignment", "smoke")  # the defaults are the Config fields below: the one copy of the recipe
+FORMER_CONFIG_NAMES = {"mission": "assignment"}  # still read, so that older commands and run folders keep working
 MAX_AUTO_WORKERS = 12  # enough to feed a GPU at well over 10,000 images/s (about 5,000 each on a slow core)
 
 
@@ -71,14 +78,14 @@ class Config:
                                  "held there; lacks p_shift_scale_rotate and p_to_gray) or auto (device on CUDA, "
                                  "cpu otherwise)", AUGMENT_ON)
     # model
-    model: str = _f("resnet18", "network architecture", MODELS)
+    model: str = _f("resnet18", "network architecture", ARCHITECTURES)
     norm: str = _f("layer", "normalization: layer = GroupNorm(1, C) over (C, H, W)", NORMS)
     width: float = _f(1.0, "channel multiplier; 1.0 = 64 base channels")
     zero_init_residual: bool = _f(False, "start each residual block's last norm weight at 0 (every block starts as "
                                          "the identity)")
     weight_standardization: bool = _f(True, "standardize each convolution kernel to mean 0 and variance 1 at every "
                                             "forward (Qiao et al. 2019); the norm layers stay as --norm says "
-                                            "(--no-weight-standardization: plain convolutions, as in the mission)")
+                                            "(--no-weight-standardization: plain convolutions, as in the assignment)")
     # optimization
     epochs: int = _f(40, "training epochs")
     batch_size: int = _f(128, "global batch size (split across processes)")
@@ -133,7 +140,7 @@ class Config:
     n_misclassified: int = _f(20, "misclassified test images to show (and explain)")
     mistake_order: str = _f("confident", "which mistakes: confident (highest p first) or first (dataset order)",
                             MISTAKE_ORDERS)
-    gradcam_method: str = _f("gradcam", "CAM method", GRADCAM_METHODS)
+    gradcam_method: str = _f("gradcam", "CAM method", CAM_METHODS)
     gradcam_layer: str = _f("layer4", "module whose activations GradCAM explains")
     explain_checkpoint: str = _f("final", "model explained when training completes: final or best", EXPLAIN_CHECKPOINTS)
     explain_at_end: bool = _f(True, "when training completes, evaluate that model on the test split (final_test "
@@ -237,8 +244,9 @@ def shipped_config_path(name: str) -> Path:
 def read_yaml(path_or_name: str) -> dict[str, Any]:
     """Read a config file (a path, or the name of a shipped config) into a plain dict of fields."""
     path = Path(path_or_name)
-    if not path.exists() and path_or_name in SHIPPED_CONFIGS:
-        path = shipped_config_path(path_or_name)
+    name = FORMER_CONFIG_NAMES.get(path_or_name, path_or_name)
+    if not path.exists() and name in SHIPPED_CONFIGS:
+        path = shipped_config_path(name)
     if not path.is_file():
         raise ConfigError(f"config: no such file {path_or_name!r}; give a YAML path or one of "
                           f"{', '.join(SHIPPED_CONFIGS)}")
@@ -273,9 +281,9 @@ def make_config(*layers: Mapping[str, Any]) -> Config:
 def saved_run_config(saved: Mapping[str, Any], *later: Mapping[str, Any]) -> Config:
     """The config of a run read back from its config.yaml (`saved`, the fields without the derived section), then
     updated by `later` (e.g. the flags given now). A field missing from `saved` was added to ignite-cifar after the
-    run was trained, and the run had the original recipe's behaviour for it, which the mission config pins field by
+    run was trained, and the run had the original recipe's behaviour for it, which the assignment config pins field by
     field; today's default may differ (a run saved before weight standardization existed is rebuilt without it)."""
-    return make_config(read_yaml("mission"), saved, *later)
+    return make_config(read_yaml("assignment"), saved, *later)
 
 
 def dump_yaml(data: Mapping[str, Any]) -> str:

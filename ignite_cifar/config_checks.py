@@ -1,12 +1,20 @@
-"""What a Config's values may be: each rule raises one ConfigError naming the first field that breaks it.
-Config.validate (config.py) runs them all once, at the edge, so the rest of the package can trust a Config."""
+"""What a Config's values may be: the names a choice may take, and rules that each raise one ConfigError naming the
+first field that breaks them. Config.validate (config.py) runs them all once, at the edge, so the rest of the package
+can trust a Config. Torch-free, so that reading and checking a config imports no torch."""
 
 from __future__ import annotations
 
 from dataclasses import fields
 from typing import Any
 
-from .errors import ConfigError
+from ignite_cifar.errors import ConfigError
+
+# Each tuple of names belongs to the module that gives them their meaning (named beside it); that module builds from
+# these names, and tests/test_config.py checks that both agree.
+ARCHITECTURES = ("resnet18", "resnet34")  # model/resnet.py: blocks per stage of each
+NORMS = ("layer", "group")  # model/resnet.norm_factory
+CAM_METHODS = ("gradcam", "gradcam++")  # explain/gradcam.py: how channels are weighted
+MISTAKE_ORDERS = ("confident", "first")  # explain/mistakes.find_misclassified
 
 AUTO = "auto"
 DEVICE_AUGMENT_LACKS = ("p_shift_scale_rotate", "p_to_gray")  # CPU-pipeline extras device_augment.py lacks

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import torch
 
-from .errors import CheckpointError, ConfigError, MachineError
+from ignite_cifar.errors import CheckpointError, ConfigError, MachineError
 
 # A run folder: config.yaml (with a `derived` section: what the run computed, not what the user set),
 # history.json, checkpoints/, figures, tb/.

@@ -20,7 +20,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
     """One finished tiny run shared by the tests that only read its outputs."""
-    from ignite_cifar.launch import train
+    from ignite_cifar.training.launch import train
 
     tmp = tmp_path_factory.mktemp("smoke")
     config = tiny_config(tmp, run_name="smoke")
@@ -41,7 +41,7 @@ def real_smoke_run(cifar_folder, tmp_path_factory):
     """The shipped smoke config on the real images, with the GradCAM probe after every epoch: (run folder,
     train()'s result, config)."""
     from ignite_cifar.config import read_yaml
-    from ignite_cifar.launch import train
+    from ignite_cifar.training.launch import train
 
     tmp = tmp_path_factory.mktemp("real")
     config = make_config({**read_yaml("smoke"), "dataset": "folder", "data_dir": str(cifar_folder),

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 # to exactly 0, and a fill with the mean is rounded as the uint8 image holds it.
 MEAN = (0.31, 0.52, 0.73)
 STD = (0.21, 0.23, 0.19)
-MISSION_RECIPE = read_yaml("mission")  # the assignment's recipe, field by field (ignite_cifar/configs/mission.yaml)
+ASSIGNMENT_RECIPE = read_yaml("assignment")  # the assignment's recipe, field by field (configs/assignment.yaml)
 ARCHIVE = Path(os.environ.get("IGNITE_CIFAR_ARCHIVE", REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"))
 
 
@@ -40,11 +40,11 @@ def load_benchmark(name: str) -> ModuleType:
 
 
 def tiny_config(tmp_path: Path, **overrides):
-    """A seconds-long synthetic run of the mission recipe (SGD, no weight average: the machinery under test, not
+    """A seconds-long synthetic run of the assignment recipe (SGD, no weight average: the machinery under test, not
     the default recipe, which has its own tests): narrow ResNet18, small subsets, no workers, 3 mistakes explained,
     no probe (the probe is tested on the real-image run, tests/conftest.py), fp32 (so that a saved run evaluated in
     fp32 gives the very numbers the run recorded; bf16 has its own tests)."""
-    values = dict(MISSION_RECIPE)
+    values = dict(ASSIGNMENT_RECIPE)
     values.update(dataset="synthetic", width=0.0625, epochs=2, batch_size=50, lr=0.02, train_subset=300,
                   test_subset=100, num_workers=0, output_dir=str(tmp_path / "runs"), run_name="tiny", log_every=2,
                   n_misclassified=3, probe_every=0, amp="off")

@@ -1,4 +1,4 @@
-"""What the assignment allows (ignite_cifar/assignment_rules.py): the original and the default recipe keep its rules;
+"""What the assignment allows (ignite_cifar/configs.py): the original and the default recipe keep its rules;
 an added augmentation, another norm, epoch count, model or augmentation size is named."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import dataclasses
 
 import pytest
 
-from ignite_cifar.assignment_rules import ASSIGNMENT, EXTRA_AUGMENTATIONS, PINNED, outside_rules
 from ignite_cifar.config import make_config, read_yaml
+from ignite_cifar.configs import ASSIGNMENT, EXTRA_AUGMENTATIONS, PINNED, outside_rules
 
 
 def test_the_pinned_fields_and_extra_augmentations_are_read_from_the_mission_recipe():
@@ -18,7 +18,7 @@ def test_the_pinned_fields_and_extra_augmentations_are_read_from_the_mission_rec
 
 
 def test_the_mission_recipe_and_the_default_keep_the_rules():
-    assert outside_rules(read_yaml("mission")) == []
+    assert outside_rules(read_yaml("assignment")) == []
     assert outside_rules(dataclasses.asdict(make_config())) == []
 
 

@@ -7,7 +7,8 @@ import numpy as np
 import torch
 import yaml
 
-from ignite_cifar.augment import (
+from ignite_cifar.config import make_config
+from ignite_cifar.data.augment import (
     AugmentedDataset,
     build_test_transform,
     build_train_transform,
@@ -16,7 +17,6 @@ from ignite_cifar.augment import (
     eval_dataset,
     normalize_array,
 )
-from ignite_cifar.config import make_config
 
 from .helpers import MEAN, STD
 

@@ -11,9 +11,10 @@ import pytest
 import torch
 from ignite.engine import Engine
 
-from ignite_cifar import cli, files, saved_run
-from ignite_cifar.averaging import attach_weight_average, ema_momentum
-from ignite_cifar.launch import train
+from ignite_cifar import cli, files
+from ignite_cifar.explain import saved_run
+from ignite_cifar.training.averaging import attach_weight_average, ema_momentum
+from ignite_cifar.training.launch import train
 
 from .helpers import tiny_config
 

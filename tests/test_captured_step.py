@@ -9,9 +9,9 @@ import torch
 from ignite.engine import Events
 from torch import nn
 
-from ignite_cifar.captured_step import LrPlacement, captures_step, optimizer_step
-from ignite_cifar.engines import create_trainer
-from ignite_cifar.schedules import Plateau, PlateauScheduler, attach_warmup
+from ignite_cifar.training.captured_step import LrPlacement, captures_step, optimizer_step
+from ignite_cifar.training.engines import create_trainer
+from ignite_cifar.training.schedules import Plateau, PlateauScheduler, attach_warmup
 
 CPU = torch.device("cpu")
 

@@ -15,9 +15,9 @@ from ignite_cifar.config import (
     make_config,
     read_yaml,
 )
+from ignite_cifar.data.loaders import resolve_num_workers, resolve_torch_threads
 from ignite_cifar.errors import ConfigError
-from ignite_cifar.loaders import resolve_num_workers, resolve_torch_threads
-from ignite_cifar.tensorboard_views import hyperparameters
+from ignite_cifar.training.tensorboard_views import hyperparameters
 
 from .helpers import REPO, load_benchmark
 
@@ -42,16 +42,16 @@ def test_defaults_are_the_measured_recipe_on_the_assignment_s_network_and_data()
 def test_the_defaults_are_written_once_and_mission_differs_only_in_the_recipe_study_s_winner():
     with pytest.raises(ConfigError, match="no such file"):  # no default.yaml: the Config fields are the one copy
         read_yaml("default")
-    mission, default = make_config(read_yaml("mission")).to_dict(), Config().to_dict()
-    changed = {name: default[name] for name in default if mission[name] != default[name]}
+    assignment, default = make_config(read_yaml("assignment")).to_dict(), Config().to_dict()
+    changed = {name: default[name] for name in default if assignment[name] != default[name]}
     assert set(changed) == {"optimizer", "lr", "weight_decay", "ema_decay", "plateau_on", "weight_standardization"}
-    winner = recipe_rule.DEFAULT  # the study's default recipe: a YAML of changes to the mission
+    winner = recipe_rule.DEFAULT  # the study's default recipe: a YAML of changes to the assignment
     study_recipe = yaml.safe_load((REPO / "benchmarks" / "study" / "recipes" / f"{winner}.yaml").read_text())
     assert changed == {name: coerce(name, value) for name, value in study_recipe.items()}
 
 
 def test_mission_yaml_pins_every_recipe_field_to_the_original_assignment():
-    data = read_yaml("mission")
+    data = read_yaml("assignment")
     not_recipe = {"train_subset", "test_subset", "seed", "amp", "channels_last", "compile", "compile_mode",
                   "augment_on"}
     assert set(hyperparameters(Config())) - not_recipe <= set(data)  # a new recipe field must be pinned here
@@ -264,7 +264,9 @@ def test_torch_threads_refuses_what_is_not_a_positive_count(raw):
 
 
 def test_every_choice_has_its_meaning_where_it_lives():
-    from ignite_cifar import choices, gradcam, models
+    from ignite_cifar import config_checks as choices
+    from ignite_cifar.explain import gradcam
+    from ignite_cifar.model import resnet as models
 
     assert tuple(models.BLOCKS) == choices.ARCHITECTURES
     for norm in choices.NORMS:
@@ -277,7 +279,7 @@ def test_reading_a_config_imports_no_torch():
     import subprocess
     import sys
 
-    code = ("import sys; from ignite_cifar.config import make_config, read_yaml; make_config(read_yaml('mission')); "
+    code = ("import sys; from ignite_cifar.config import make_config, read_yaml; make_config(read_yaml('assignment')); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ignite', 'albumentations')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
@@ -288,8 +290,8 @@ def test_config_files_layer_in_the_order_given_and_flags_win(tmp_path):
 
     change = tmp_path / "change.yaml"
     change.write_text("optimizer: adam\nlr: 0.003\n")
-    args = build_parser().parse_args(["train", "--config", "mission", "--config", str(change), "--epochs", "3"])
+    args = build_parser().parse_args(["train", "--config", "assignment", "--config", str(change), "--epochs", "3"])
     config = config_from_args(args)
     assert (config.optimizer, config.lr, config.epochs) == ("adam", 0.003, 3)
-    assert (config.weight_decay, config.ema_decay) == (5e-4, 0.0)  # from mission, under the change
+    assert (config.weight_decay, config.ema_decay) == (5e-4, 0.0)  # from assignment, under the change
     assert config_from_args(build_parser().parse_args(["train"])) == Config()

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ignite_cifar import data as data_mod
 from ignite_cifar.config import make_config
-from ignite_cifar.data import (
+from ignite_cifar.data import datasets as data_mod
+from ignite_cifar.data.datasets import (
     channel_stats,
     load_cifar10,
     load_data,
@@ -309,7 +309,7 @@ def test_channel_stats_match_numpy():
 def test_the_val_loader_uses_the_eval_batch_size():
     import torch
 
-    from ignite_cifar.loaders import build_dataflow
+    from ignite_cifar.data.loaders import build_dataflow
 
     config = make_config({"dataset": "synthetic", "train_subset": 64, "test_subset": 30, "eval_batch_size": 7,
                           "batch_size": 16, "num_workers": 0, "augment_on": "cpu"})

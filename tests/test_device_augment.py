@@ -17,19 +17,20 @@ import pytest
 import torch
 from scipy import stats
 
-from ignite_cifar import cli, engines
-from ignite_cifar.augment import build_train_transform
+from ignite_cifar import cli
 from ignite_cifar.config import make_config
-from ignite_cifar.device_augment import (
+from ignite_cifar.data.augment import build_train_transform
+from ignite_cifar.data.device_augment import (
     AugmentParams,
     DeviceAugment,
     DeviceTrainLoader,
     draw_params,
     resolve_augment_on,
 )
+from ignite_cifar.data.loaders import ResumableSampler
 from ignite_cifar.errors import ConfigError, TrainingStopped
-from ignite_cifar.launch import train
-from ignite_cifar.loaders import ResumableSampler
+from ignite_cifar.training import engines
+from ignite_cifar.training.launch import train
 
 from .helpers import MEAN, STD, tiny_config
 

@@ -2,7 +2,7 @@
 
 import numpy
 
-from ignite_cifar import environment
+from ignite_cifar.training import environment
 
 CPUINFO = """processor	: 0
 vendor_id	: AuthenticAMD

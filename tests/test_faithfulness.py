@@ -7,9 +7,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.testing import assert_close
 
-from ignite_cifar import faithfulness as fa
-from ignite_cifar.explained import Destination, ExplainSettings, LabelledImages
-from ignite_cifar.gradcam import GradCAM
+from ignite_cifar.explain import faithfulness as fa
+from ignite_cifar.explain.gradcam import GradCAM
+from ignite_cifar.explain.settings import Destination, ExplainSettings, LabelledImages
 
 SIZE, PATCH = 16, 4  # 4 x 4 cells of 4 x 4 pixels; layer4 of PatchNet has exactly that grid
 CELLS = SIZE // PATCH
@@ -289,9 +289,9 @@ class _Writer:
 def _completion_groups():
     """Twelve synthetic 16 x 16 test images as the completion step groups them: two mistakes, three right probe
     images; and the labelled images."""
-    from ignite_cifar.data import channel_stats, synthetic_split
-    from ignite_cifar.faithfulness_report import image_groups
-    from ignite_cifar.mistakes import Predictions
+    from ignite_cifar.data.datasets import channel_stats, synthetic_split
+    from ignite_cifar.explain.faithfulness_report import image_groups
+    from ignite_cifar.explain.mistakes import Predictions
 
     test = synthetic_split(12, 4, seed=3)
     test.images = test.images[:, :SIZE, :SIZE]
@@ -308,8 +308,8 @@ def test_completion_step_writes_scores_figure_scalars(tmp_path):
     """What write_explanations adds (test_smoke checks the files appear in a real run)."""
     import json
 
-    from ignite_cifar.faithfulness_report import summary_line, write_faithfulness
-    from ignite_cifar.probe import GradCAMProbe
+    from ignite_cifar.explain.faithfulness_report import summary_line, write_faithfulness
+    from ignite_cifar.explain.probe import GradCAMProbe
 
     torch.manual_seed(0)
     model = PatchNet()
@@ -344,7 +344,7 @@ def test_a_model_whose_maps_are_all_constant_reports_the_sanity_check_undefined(
     log line, explanations.json and TensorBoard say the check is undefined, and no sanity scalar reads 0.00."""
     import json
 
-    from ignite_cifar.faithfulness_report import write_faithfulness
+    from ignite_cifar.explain.faithfulness_report import write_faithfulness
 
     torch.manual_seed(0)
     model = PatchNet()
@@ -419,7 +419,7 @@ def test_explain_own_images_says_a_constant_map_has_no_sanity_score(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from ignite_cifar.own_images import explain_images, sanity_words
+    from ignite_cifar.explain.own_images import explain_images, sanity_words
 
     torch.manual_seed(0)
     model = PatchNet().eval()

@@ -98,7 +98,7 @@ def test_auto_flags_measure_first_and_every_later_call_keeps_the_mode_they_chose
     mode = (tmp_path / "study" / ".study-flags").read_text().split()
     assert mode[:1] == ["--amp"] and "--no-compile" in mode  # the dry matrix compiles nothing
     log = (out / "study.log").read_text()
-    assert f"study mode: {' '.join(mode)}" in log and f"{' '.join(mode)} --config mission" in log
+    assert f"study mode: {' '.join(mode)}" in log and f"{' '.join(mode)} --config assignment" in log
     done, out = _study(tmp_path, "shipped", epochs=2, out_name="call2", flags="auto")
     log = (out / "study.log").read_text()
     assert done.returncode == 0 and "the mode an earlier call chose, kept for its runs" in log

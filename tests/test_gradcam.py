@@ -6,9 +6,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.testing import assert_close
 
-from ignite_cifar import gradcam
-from ignite_cifar.gradcam import (
-    METHODS,
+from ignite_cifar.explain import gradcam
+from ignite_cifar.explain.gradcam import (
+    CAM_METHODS,
     GradCAM,
     UnknownLayerError,
     gradcam_pp_weights,
@@ -157,7 +157,7 @@ def _random_gap_linear(device, seed=0):
     return GapLinear(features, torch.randn(5, 4)).to(device)
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", CAM_METHODS)
 def test_gap_linear_matches_closed_form(device, method):
     model = _random_gap_linear(device)
     x = images(device, batch=6, size=8)
@@ -218,7 +218,7 @@ def test_hook_captured_gradient_is_the_one_used(monkeypatch):
 # --------------------------------------------------------------------------- 2: batch vs single
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", CAM_METHODS)
 def test_batch_equals_one_at_a_time(device, method):
     model = tiny_resnet(device)
     model.train()  # GradCAM must switch to eval itself (BatchNorm/Dropout would mix/perturb)
@@ -284,7 +284,7 @@ def _state(model):
     )
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", CAM_METHODS)
 def test_model_state_restored(device, method):
     model = tiny_resnet(device)
     model.train()
@@ -339,7 +339,7 @@ class IgnoresFeatures(nn.Module):
         return self.fc(x.mean(dim=(2, 3)))
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", CAM_METHODS)
 def test_flat_maps_are_zero_not_nan(device, method):
     torch.manual_seed(0)
     x = images(device, batch=3, size=8)
@@ -357,7 +357,7 @@ def test_flat_maps_are_zero_not_nan(device, method):
 # --------------------------------------------------------------------------- 6: output contract
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", CAM_METHODS)
 def test_output_range_shape_device_detached(device, method):
     model = tiny_resnet(device)
     x = images(device, batch=5, size=16).requires_grad_(True)
@@ -454,7 +454,7 @@ def test_class_idx_forms(device):
 # --------------------------------------------------------------------------- 10: no_grad / frozen
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", CAM_METHODS)
 def test_no_grad_inference_mode_and_frozen_model(device, method):
     model = tiny_resnet(device)
     x = images(device, batch=3)

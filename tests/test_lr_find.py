@@ -14,9 +14,10 @@ import torch
 from ignite.engine import Events
 from PIL import Image
 
-from ignite_cifar import cli, engines
+from ignite_cifar import cli
 from ignite_cifar.config import RangeTest
-from ignite_cifar.lr_find import lr_find
+from ignite_cifar.training import engines
+from ignite_cifar.training.lr_find import lr_find
 
 from .helpers import tiny_config
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ignite_cifar.config import SHIPPED_CONFIGS, make_config, read_yaml
-from ignite_cifar.models import build_model
+from ignite_cifar.model.resnet import build_model
 
 
 def _params(model):
@@ -127,7 +127,7 @@ def test_layer_norm_normalizes_each_sample_over_c_h_w(width):
 
 # ---------------------------------------------------------------- zero-init of the residual branches
 def _blocks(model):
-    from ignite_cifar.models import BasicBlock
+    from ignite_cifar.model.resnet import BasicBlock
 
     return [m for m in model.modules() if isinstance(m, BasicBlock)]
 

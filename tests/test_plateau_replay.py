@@ -7,7 +7,7 @@ import json
 
 import yaml
 
-from ignite_cifar.schedules import Plateau
+from ignite_cifar.training.schedules import Plateau
 
 from .helpers import load_benchmark
 
@@ -63,7 +63,7 @@ def _epoch_line(run: str, epoch: int, planned: int, loss: float, lr: float) -> s
 
 
 def test_a_logged_run_stopped_early_answers_only_for_its_recorded_epochs(tmp_path):
-    """From a gpu_study.sh log: the settings come from mission.yaml and the run's recipe; a run the budget stopped
+    """From a gpu_study.sh log: the settings come from assignment.yaml and the run's recipe; a run the budget stopped
     never says 'never', only that no cut came in the epochs it recorded."""
     log = tmp_path / "call1" / "study.log"
     log.parent.mkdir()

@@ -13,20 +13,20 @@ from ignite.engine import Engine
 from ignite_cifar import files
 from ignite_cifar.config import Config, make_config
 from ignite_cifar.errors import ConfigError
-from ignite_cifar.launch import train
-from ignite_cifar.models import build_model
-from ignite_cifar.recipe import NO_DECAY, build_optimizer, optimizer_settings
-from ignite_cifar.schedules import Plateau, PlateauScheduler
+from ignite_cifar.model.resnet import build_model
+from ignite_cifar.training.launch import train
+from ignite_cifar.training.optimizer import NO_DECAY, build_optimizer, optimizer_settings
+from ignite_cifar.training.schedules import Plateau, PlateauScheduler
 
-from .helpers import MISSION_RECIPE, tiny_config
+from .helpers import ASSIGNMENT_RECIPE, tiny_config
 
 
 def _optimizer(**fields):
-    config = make_config(MISSION_RECIPE, fields)  # the knobs are changes to the mission's SGD
+    config = make_config(ASSIGNMENT_RECIPE, fields)  # the knobs are changes to the assignment's SGD
     return build_optimizer(config, build_model(width=0.0625)), config
 
 
-def test_by_default_every_parameter_decays_in_one_group():  # (in the mission recipe)
+def test_by_default_every_parameter_decays_in_one_group():  # (in the assignment recipe)
     optimizer, config = _optimizer()
     (group,) = optimizer.param_groups
     assert group["weight_decay"] == config.weight_decay == 5e-4 and not group["nesterov"]
@@ -34,7 +34,7 @@ def test_by_default_every_parameter_decays_in_one_group():  # (in the mission re
 
 def test_no_decay_norm_bias_puts_exactly_the_norm_weights_and_biases_in_a_group_without_decay():
     model = build_model(width=0.0625)
-    optimizer = build_optimizer(make_config(MISSION_RECIPE, {"decay_norm_bias": False}), model)
+    optimizer = build_optimizer(make_config(ASSIGNMENT_RECIPE, {"decay_norm_bias": False}), model)
     weights, no_decay = optimizer.param_groups
     assert no_decay["name"] == NO_DECAY and no_decay["weight_decay"] == 0.0 and weights["weight_decay"] == 5e-4
     norms_and_biases = {id(p) for m in model.modules() for name, p in m.named_parameters(recurse=False)
@@ -43,7 +43,7 @@ def test_no_decay_norm_bias_puts_exactly_the_norm_weights_and_biases_in_a_group_
     assert all(p.ndim > 1 for p in weights["params"])
     assert len(weights["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
     # flags given with --resume update the decay of the decaying group only
-    assert "weight_decay" not in optimizer_settings(make_config(MISSION_RECIPE, {"decay_norm_bias": False}),
+    assert "weight_decay" not in optimizer_settings(make_config(ASSIGNMENT_RECIPE, {"decay_norm_bias": False}),
                                                     no_decay)
 
 
@@ -71,7 +71,7 @@ def test_nesterov_reaches_sgd_and_needs_momentum():
     optimizer, _ = _optimizer(nesterov=True)
     assert optimizer.param_groups[0]["nesterov"] and optimizer.param_groups[0]["momentum"] == 0.9
     with pytest.raises(ConfigError, match="nesterov"):
-        make_config(MISSION_RECIPE, {"nesterov": True, "momentum": 0})
+        make_config(ASSIGNMENT_RECIPE, {"nesterov": True, "momentum": 0})
     with pytest.raises(ConfigError, match="nesterov"):
         make_config({"nesterov": True, "optimizer": "adam"})
 
@@ -107,7 +107,7 @@ def test_cooldown_waits_after_a_cut():
 
 
 def test_the_mission_keeps_torch_defaults():
-    plateau = Plateau.of(make_config(MISSION_RECIPE))
+    plateau = Plateau.of(make_config(ASSIGNMENT_RECIPE))
     assert (plateau.metric, plateau.mode, plateau.threshold, plateau.threshold_mode, plateau.cooldown) == (
         "loss", "min", 1e-4, "rel", 0)
     assert Plateau.of(Config()) == plateau  # the default recipe changed the optimizer, not the plateau

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ignite_cifar import cli
-from ignite_cifar.assignment_rules import outside_rules
+from ignite_cifar.configs import outside_rules
 
 from .helpers import load_benchmark
 

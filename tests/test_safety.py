@@ -16,9 +16,10 @@ import pytest
 import torch
 import yaml
 
-from ignite_cifar import cli, engines, files
+from ignite_cifar import cli, files
 from ignite_cifar.errors import CheckpointError, MachineError, TrainingStopped
-from ignite_cifar.launch import train
+from ignite_cifar.training import engines
+from ignite_cifar.training.launch import train
 
 from .helpers import REPO, tiny_config, write_huge_png
 
@@ -210,7 +211,7 @@ def test_bad_master_port_exits_2_before_anything_is_written(tmp_path, monkeypatc
 def test_spawned_runs_rendezvous_on_a_free_port(monkeypatch):
     import socket
 
-    from ignite_cifar.launch import master_port
+    from ignite_cifar.training.launch import master_port
 
     monkeypatch.delenv("MASTER_PORT", raising=False)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
@@ -238,7 +239,7 @@ def test_offline_cifar10_download_exits_2_with_hint(tmp_path, monkeypatch, capsy
 
 
 def test_skip_bad_images_skips_and_counts(tmp_path):
-    from ignite_cifar.launch import train
+    from ignite_cifar.training.launch import train
 
     data_dir = _image_folder(tmp_path / "imgs", corrupt="a", per_class=3)
     with pytest.warns(UserWarning, match="skipped 1 unreadable"):
@@ -297,7 +298,7 @@ def test_checkpoint_with_code_is_refused_and_nothing_runs(tmp_path, capsys):
 
 
 def test_checkpoints_hold_only_tensors_and_plain_values(tmp_path):
-    from ignite_cifar.launch import train
+    from ignite_cifar.training.launch import train
 
     result = train(tiny_config(tmp_path, run_name="plain", epochs=1, explain_at_end=False))
     written = sorted((Path(result["run_dir"]) / "checkpoints").glob("*.pt"))
@@ -422,7 +423,7 @@ def test_a_signal_mid_step_stops_after_that_step(smoke_run, tmp_path, monkeypatc
 def test_a_second_signal_stops_at_once_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     from ignite.engine import Events
 
-    from ignite_cifar.stopping import StopRequests
+    from ignite_cifar.training.stopping import StopRequests
 
     monkeypatch.setattr(StopRequests, "ECHO_SECONDS", 0.0)  # both signals below come within microseconds
     _send_signals(monkeypatch, "create_evaluator", Events.ITERATION_COMPLETED, lambda e: True, count=2)

@@ -11,14 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ignite_cifar import saved_run
 from ignite_cifar.config import make_config
-from ignite_cifar.launch import train
-from ignite_cifar.models import build_model
-from ignite_cifar.recipe import configured_model
-from ignite_cifar.standardized_conv import StandardizedConv2d, standardized
+from ignite_cifar.explain import saved_run
+from ignite_cifar.model.resnet import build_model, configured_model
+from ignite_cifar.model.standardized_conv import StandardizedConv2d, standardized
+from ignite_cifar.training.launch import train
 
-from .helpers import MISSION_RECIPE, tiny_config
+from .helpers import ASSIGNMENT_RECIPE, tiny_config
 
 
 def test_standardized_kernels_have_mean_0_and_variance_1_per_output_channel():
@@ -74,8 +73,8 @@ def test_the_option_standardizes_every_convolution_and_keeps_the_parameters(name
 
 
 def test_the_config_reaches_the_model():
-    off = configured_model(make_config(MISSION_RECIPE), 10, width=0.0625)
-    on = configured_model(make_config(MISSION_RECIPE, {"weight_standardization": True}), 10, width=0.0625)
+    off = configured_model(make_config(ASSIGNMENT_RECIPE), 10, width=0.0625)
+    on = configured_model(make_config(ASSIGNMENT_RECIPE, {"weight_standardization": True}), 10, width=0.0625)
     assert not isinstance(off.conv1, StandardizedConv2d) and isinstance(on.conv1, StandardizedConv2d)
     default = configured_model(make_config(), 10, width=0.0625)  # the default recipe standardizes every convolution
     convs = [m for m in default.modules() if isinstance(m, torch.nn.Conv2d)]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ignite_cifar.tensorboard_views import METRICS
+from ignite_cifar.training.tensorboard_views import METRICS
 
 SCALARS = {"train/batch_loss", "lr/group_0", "train/loss", "train/accuracy", "val/loss", "val/accuracy", *METRICS}
 IMAGES = {"probe/gradcam", "explain/misclassified", "explain/gradcam", "explain/confusion"}

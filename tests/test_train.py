@@ -13,16 +13,18 @@ import torch
 import yaml
 from ignite.engine import Events
 
-from ignite_cifar import cli, engines, figures, files, saved_run
-from ignite_cifar.augment import normalize_array
-from ignite_cifar.data import load_data
+from ignite_cifar import cli, files
+from ignite_cifar.data.augment import normalize_array
+from ignite_cifar.data.datasets import load_data
 from ignite_cifar.errors import TrainingStopped
-from ignite_cifar.launch import train
-from ignite_cifar.models import ResNet
-from ignite_cifar.resume import plan_resume
-from ignite_cifar.saved_run import load_run
+from ignite_cifar.explain import figures, saved_run
+from ignite_cifar.explain.saved_run import load_run
+from ignite_cifar.model.resnet import ResNet
+from ignite_cifar.training import engines
+from ignite_cifar.training.launch import train
+from ignite_cifar.training.resume import plan_resume
 
-from .helpers import MISSION_RECIPE, tiny_config
+from .helpers import ASSIGNMENT_RECIPE, tiny_config
 
 METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "iteration")
 
@@ -123,7 +125,7 @@ def smoke_copy(smoke_run, tmp_path) -> Path:
 
 def test_fields_a_run_was_saved_without_are_read_back_as_the_original_recipe(smoke_copy):
     """A field missing from a run's config.yaml was added to ignite-cifar after the run was trained, which then had
-    the original (mission) recipe's behaviour for it: explain/evaluate and --resume rebuild that, not today's
+    the original (assignment) recipe's behaviour for it: explain/evaluate and --resume rebuild that, not today's
     default (a weight average, the plateau on it, standardized convolutions)."""
     run_dir = smoke_copy
     saved = yaml.safe_load((run_dir / files.CONFIG_FILE).read_text())
@@ -132,7 +134,7 @@ def test_fields_a_run_was_saved_without_are_read_back_as_the_original_recipe(smo
     config = load_run(str(run_dir))[0]
     resumed = plan_resume(str(run_dir), {"epochs": 3}).config
     for read_back in (config, resumed):
-        assert {name: getattr(read_back, name) for name in added_later} == {name: MISSION_RECIPE[name]
+        assert {name: getattr(read_back, name) for name in added_later} == {name: ASSIGNMENT_RECIPE[name]
                                                                          for name in added_later}
 
 
@@ -289,7 +291,7 @@ def test_a_blown_up_epoch_is_neither_evaluated_nor_checkpointed(tmp_path, monkey
 
 
 def test_a_run_that_ends_at_chance_level_says_so_last(tmp_path, caplog, capsys):
-    from ignite_cifar.divergence import chance_level
+    from ignite_cifar.training.divergence import chance_level
 
     # at most two binomial standard errors above 1/classes: 10% + 2.68% on 500 images
     assert chance_level(0.1268, 10, 500) and not chance_level(0.1270, 10, 500) and not chance_level(0.9, 10, 10000)
@@ -353,7 +355,7 @@ def test_shipped_smoke_config_fits_the_synthetic_data_as_shipped(tmp_path):
     """`make smoke` with no options: the shipped config must pass every check before training and fit the
     synthetic data set's sizes (the same config trains end to end on the real images: real_smoke_run)."""
     from ignite_cifar.config import make_config, read_yaml
-    from ignite_cifar.launch import plan_run
+    from ignite_cifar.training.launch import plan_run
 
     plan = plan_run(make_config(read_yaml("smoke"), {"output_dir": str(tmp_path)}))
     assert plan.config.dataset == "synthetic" and len(plan.data.train) == plan.config.train_subset == 3000
@@ -380,7 +382,7 @@ def test_adam_is_adam_in_the_checkpoint_and_resumes_as_adam(tmp_path):
     assert float(resumed["state"][0]["step"]) == 2 * float(state["state"][0]["step"]) == 12
 
 
-def test_the_mission_recipe_trains_with_sgd(smoke_run):  # tiny_config is the mission recipe
+def test_the_mission_recipe_trains_with_sgd(smoke_run):  # tiny_config is the assignment recipe
     group = _last_state(smoke_run[0])["optimizer"]["param_groups"][0]
     assert group["momentum"] == 0.9 and "betas" not in group
 
@@ -429,7 +431,7 @@ def test_zero_init_residual_reaches_the_trained_model(tmp_path):
 def test_warmup_is_linear_per_iteration_and_holds_the_plateau_scheduler_until_it_is_over():
     from ignite.engine import Engine
 
-    from ignite_cifar.schedules import Plateau, PlateauScheduler, attach_warmup
+    from ignite_cifar.training.schedules import Plateau, PlateauScheduler, attach_warmup
 
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.4)
     trainer = Engine(lambda engine, batch: None)
@@ -492,7 +494,7 @@ def test_evaluation_and_mistakes_agree_with_an_independent_prediction(smoke_run)
 
 
 def test_amp_on_trains_in_bf16_on_cpu_and_auto_where_the_cpu_has_it(tmp_path, monkeypatch):
-    from ignite_cifar.engines import Precision
+    from ignite_cifar.training.engines import Precision
 
     cpu = torch.device("cpu")
     for native in (True, False):
@@ -520,7 +522,7 @@ def test_amp_on_trains_in_bf16_on_cpu_and_auto_where_the_cpu_has_it(tmp_path, mo
 def test_amp_auto_on_cuda_picks_bf16_only_from_compute_capability_8(monkeypatch, capability, expected):
     """torch.cuda.is_bf16_supported() is True on a T4 (7.5) or V100 (7.0) too, where bf16 is emulated: those get fp16
     with a GradScaler, as the help says. No GPU is needed: torch.cuda's answers are replaced."""
-    from ignite_cifar.engines import Precision
+    from ignite_cifar.training.engines import Precision
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
@@ -537,7 +539,7 @@ def test_a_nan_loss_on_another_process_stops_this_one_at_the_same_read(monkeypat
     NaN over, so this process stops at the same iteration instead of waiting alone at the next gradient all-reduce."""
     from ignite.engine import Engine
 
-    from ignite_cifar import divergence
+    from ignite_cifar.training import divergence
 
     other_process = torch.tensor([float("nan"), 2.0])  # its loss sum and count for this epoch
     monkeypatch.setattr(divergence.idist, "get_world_size", lambda: 2)

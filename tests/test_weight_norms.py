@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from ignite_cifar.models import build_model
+from ignite_cifar.model.resnet import build_model
 
 from .helpers import load_benchmark
 

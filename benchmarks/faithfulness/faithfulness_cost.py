@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from ignite_cifar import explain
-from ignite_cifar.data import channel_stats, synthetic_split
-from ignite_cifar.explained import Destination, ExplainSettings, LabelledImages
-from ignite_cifar.models import build_model
+from ignite_cifar.data.datasets import channel_stats, synthetic_split
+from ignite_cifar.explain import explanations as explain
+from ignite_cifar.explain.settings import Destination, ExplainSettings, LabelledImages
+from ignite_cifar.model.resnet import build_model
 
 
 def timing(fn, into: dict, name: str):

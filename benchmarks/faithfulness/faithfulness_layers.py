@@ -17,14 +17,14 @@ from pathlib import Path
 
 import torch
 
-from ignite_cifar.augment import eval_dataset
-from ignite_cifar.data import load_data
-from ignite_cifar.explain import evaluate_split
-from ignite_cifar.faithfulness import TARGETS, Scoring, assess
-from ignite_cifar.faithfulness_verdict import constant_maps
-from ignite_cifar.gradcam import GradCAM
-from ignite_cifar.mistakes import find_misclassified
-from ignite_cifar.saved_run import load_run
+from ignite_cifar.data.augment import eval_dataset
+from ignite_cifar.data.datasets import load_data
+from ignite_cifar.explain.explanations import evaluate_split
+from ignite_cifar.explain.faithfulness import TARGETS, Scoring, assess
+from ignite_cifar.explain.faithfulness_verdict import constant_maps
+from ignite_cifar.explain.gradcam import GradCAM
+from ignite_cifar.explain.mistakes import find_misclassified
+from ignite_cifar.explain.saved_run import load_run
 
 COMBOS = (("layer4", "gradcam"), ("layer4", "gradcam++"), ("layer3", "gradcam"), ("layer3", "gradcam++"))
 

@@ -15,10 +15,10 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from ignite_cifar.config import Config
-from ignite_cifar.data import channel_stats, synthetic_split
-from ignite_cifar.explained import ExplainSettings, LabelledImages
-from ignite_cifar.models import build_model
-from ignite_cifar.probe import TAG, GradCAMProbe
+from ignite_cifar.data.datasets import channel_stats, synthetic_split
+from ignite_cifar.explain.probe import TAG, GradCAMProbe
+from ignite_cifar.explain.settings import ExplainSettings, LabelledImages
+from ignite_cifar.model.resnet import build_model
 
 
 def main(argv=None) -> None:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU headline in one call: the step matrix, then the full default recipe (40 epochs, full width, all 50,000
 # training and 10,000 test images of the JPEG export) with the fastest correct setting and the training images
-# augmented on the GPU (--augment-on device: ignite_cifar/device_augment.py), then RESULTS-GPU.md.
+# augmented on the GPU (--augment-on device: ignite_cifar/data/device_augment.py), then RESULTS-GPU.md.
 #
 #   make gpu-kit                                  # once, here: wheels + data into .gpu/ (git-ignored)
 #   OUT=/some/folder bash benchmarks/gpu/gpu_headline.sh                 # on the GPU machine ($OUT set there)

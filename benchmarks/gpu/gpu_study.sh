@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A full-width study in one or more GPU calls: recipe YAMLs (benchmarks/study/recipes/*.yaml, each a change to --config
-# mission) at width 1.0 for 40 epochs, STUDY_LANES at a time, within GPU_BUDGET_S, on the device data path
+# assignment) at width 1.0 for 40 epochs, STUDY_LANES at a time, within GPU_BUDGET_S, on the device data path
 # (--augment-on device), then STUDY-GPU.md. Each call resumes what the last one left unfinished.
 #
 #   make gpu-kit                                                   # once, here: wheels + data into .gpu/
@@ -115,7 +115,7 @@ recipe_command() {  # the call that brings recipe $1 closer to finished, by the 
     explain) echo "$PY -m ignite_cifar explain --run $RUNS/$name" ;;
     unfinished) echo "$PY -m ignite_cifar train --resume $RUNS/$name ${DATA_FLAGS[*]} --epochs $EPOCHS ${EXTRA[*]}" ;;
     *) [ "$state" = aborted ] && mv "$RUNS/$name" "$RUNS/aborted-$name-$(date +%Y%m%d-%H%M%S)"  # no checkpoint
-       echo "$PY ${TRAIN[*]} --config mission --config benchmarks/study/recipes/$name.yaml --run-name $name" ;;
+       echo "$PY ${TRAIN[*]} --config assignment --config benchmarks/study/recipes/$name.yaml --run-name $name" ;;
   esac
 }
 run_recipe() {  # one recipe to its end or to the budget's; one line in $WORK/status
@@ -150,7 +150,7 @@ for name in $RECIPES; do grep "^$name " "$WORK/status"; done > "$WORK/status.in-
 
 step "4. report and archive"
 "$PY" benchmarks/gpu/gpu_study_report.py --env "$WORK/env.json" --status "$WORK/status.in-order" --runs "$RUNS" \
-  --command "python ${TRAIN[*]} --config mission --config benchmarks/study/recipes/R.yaml --run-name R" \
+  --command "python ${TRAIN[*]} --config assignment --config benchmarks/study/recipes/R.yaml --run-name R" \
   --budget "$BUDGET_S" --lanes "$LANES" --dry "$DRY" --out "$OUT/STUDY-GPU.md" --json "$OUT/study.json"
 REPORT_RC=$?
 FINISHED=$("$PY" -c "import json, sys; print(' '.join(r['name'] for r in json.load(open(sys.argv[1])) if r['finished']))" \

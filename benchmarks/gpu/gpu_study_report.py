@@ -3,7 +3,7 @@
 A run counts as a result only when its process exited 0, it recorded every planned epoch and the final test
 evaluation: anything else (cut off by the time budget, failed, never started) is listed as unfinished, with how
 far it got, and no accuracy. Every figure is read from the run folders (benchmarks/gpu_report.run_summary). A run
-whose settings leave the assignment's rules (a horizontal flip, say: ignite_cifar.assignment_rules) says so in its
+whose settings leave the assignment's rules (a horizontal flip, say: ignite_cifar.configs) says so in its
 row: it is reported, never a candidate for the default.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_report import run_summary  # noqa: E402
 
-from ignite_cifar.assignment_rules import outside_rules  # noqa: E402
+from ignite_cifar.configs import outside_rules  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

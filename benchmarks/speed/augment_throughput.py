@@ -33,14 +33,14 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from busy_cores import ForeignCpu  # noqa: E402
 
-from ignite_cifar.augment import AugmentedDataset, build_train_transform  # noqa: E402
 from ignite_cifar.config import Config  # noqa: E402
-from ignite_cifar.data import channel_stats, synthetic_split  # noqa: E402
-from ignite_cifar.device_augment import DeviceTrainLoader  # noqa: E402
-from ignite_cifar.engines import Precision, create_trainer  # noqa: E402
-from ignite_cifar.environment import cpu_name  # noqa: E402
-from ignite_cifar.loaders import ResumableSampler  # noqa: E402
-from ignite_cifar.models import build_model  # noqa: E402
+from ignite_cifar.data.augment import AugmentedDataset, build_train_transform  # noqa: E402
+from ignite_cifar.data.datasets import channel_stats, synthetic_split  # noqa: E402
+from ignite_cifar.data.device_augment import DeviceTrainLoader  # noqa: E402
+from ignite_cifar.data.loaders import ResumableSampler  # noqa: E402
+from ignite_cifar.model.resnet import build_model  # noqa: E402
+from ignite_cifar.training.engines import Precision, create_trainer  # noqa: E402
+from ignite_cifar.training.environment import cpu_name  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -2,7 +2,7 @@
 
 On a GPU, reduce-overhead replays the forward, backward and optimizer step as CUDA graphs, which read the lr from
 the memory they read when captured. The trainer keeps each lr in a device tensor changed in place
-(ignite_cifar/captured_step.py). This check trains the project's model three times from the same weights on the
+(ignite_cifar/training/captured_step.py). This check trains the project's model three times from the same weights on the
 same batches, in fp32, through the project's trainer, with a linear warmup over the first third of the steps and
 then a plateau cut (lr /10) forced halfway:
 - captured: the reduce-overhead step, lrs as the trainer keeps them;
@@ -29,11 +29,12 @@ import torch
 from ignite.engine import Events
 from torch import nn
 
-from ignite_cifar.captured_step import REDUCE_OVERHEAD, LrPlacement, optimizer_step
 from ignite_cifar.config import Config
-from ignite_cifar.engines import Precision, create_trainer
-from ignite_cifar.recipe import build_optimizer, configured_model
-from ignite_cifar.schedules import Plateau, PlateauScheduler, attach_warmup, current_lr
+from ignite_cifar.model.resnet import configured_model
+from ignite_cifar.training.captured_step import REDUCE_OVERHEAD, LrPlacement, optimizer_step
+from ignite_cifar.training.engines import Precision, create_trainer
+from ignite_cifar.training.optimizer import build_optimizer
+from ignite_cifar.training.schedules import Plateau, PlateauScheduler, attach_warmup, current_lr
 
 PASS_RATIO = 20.0  # eager-frozen must be this many times captured-eager
 

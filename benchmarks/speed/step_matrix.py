@@ -30,11 +30,11 @@ import torch
 from ignite.engine import Events
 from torch import nn
 
-from ignite_cifar.captured_step import LrPlacement, captures_step, optimizer_step
 from ignite_cifar.config import COMPILE_MODES, Config
-from ignite_cifar.engines import Precision, create_trainer
-from ignite_cifar.handlers import NonFiniteLossGuard
-from ignite_cifar.models import build_model
+from ignite_cifar.model.resnet import build_model
+from ignite_cifar.training.captured_step import LrPlacement, captures_step, optimizer_step
+from ignite_cifar.training.engines import Precision, create_trainer
+from ignite_cifar.training.handlers import NonFiniteLossGuard
 
 NUM_CLASSES = 10
 # (bf16, channels_last, batch index) in the order compiled entries are tried; batch index 0 is the recipe's.

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ignite_cifar.environment import cpu_name
+from ignite_cifar.training.environment import cpu_name
 
 REPO = Path(__file__).resolve().parents[2]
 BUSY_LOOP = "while True: pass"

@@ -51,14 +51,14 @@ from busy_cores import ForeignCpu
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ignite_cifar.augment import AugmentedDataset, build_train_transform, eval_dataset
 from ignite_cifar.config import Config, coerce
-from ignite_cifar.data import channel_stats, synthetic_split
-from ignite_cifar.engines import Precision, create_trainer
-from ignite_cifar.environment import cpu_name
-from ignite_cifar.gradcam import GradCAM
-from ignite_cifar.loaders import resolve_num_workers
-from ignite_cifar.models import build_model
+from ignite_cifar.data.augment import AugmentedDataset, build_train_transform, eval_dataset
+from ignite_cifar.data.datasets import channel_stats, synthetic_split
+from ignite_cifar.data.loaders import resolve_num_workers
+from ignite_cifar.explain.gradcam import GradCAM
+from ignite_cifar.model.resnet import build_model
+from ignite_cifar.training.engines import Precision, create_trainer
+from ignite_cifar.training.environment import cpu_name
 
 TARGET_RATIO = 0.98       # trainer images/s over plain-loop images/s
 TARGET_DATA_FACTOR = 10.0  # data-pipeline images/s over model training images/s

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ignite_cifar.config import make_config
-from ignite_cifar.launch import train
+from ignite_cifar.training.launch import train
 
 
 def main() -> None:

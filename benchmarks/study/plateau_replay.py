@@ -9,8 +9,9 @@ never cut answers for all its epochs. Epochs of a warmup are skipped, as the tra
 
 As a check, the run's own settings are replayed too: they must cut where the run did.
 
-`--logs` reads the runs of gpu_study.sh logs instead (benchmarks/study/study_log_curves.py; settings from mission.yaml
-and the recipe the run is named after), also runs the budget stopped: they answer for their recorded epochs only.
+`--logs` reads the runs of gpu_study.sh logs instead (benchmarks/study/study_log_curves.py; settings from
+assignment.yaml and the recipe the run is named after), also runs the budget stopped: they answer for their recorded
+epochs only.
 
     python benchmarks/study/plateau_replay.py --runs runs/study/combination-seed2 runs/study/combination-warmup \
         --markdown benchmarks/study/PLATEAU-REPLAY.md
@@ -33,7 +34,7 @@ from study_log_curves import read_runs
 
 from ignite_cifar.config import Config, read_yaml
 from ignite_cifar.errors import ConfigError
-from ignite_cifar.schedules import Plateau, PlateauScheduler
+from ignite_cifar.training.schedules import Plateau, PlateauScheduler
 
 THRESHOLDS = {"loss": (1e-4, 0.005, 0.01, 0.02), "accuracy": (0.002, 0.005, 0.01)}  # 1e-4 rel: torch's default
 PATIENCES = (1, 2, 3, 4)
@@ -72,13 +73,13 @@ def read_run(run_dir: Path) -> Recorded:
 
 
 def read_logged_runs(log: Path) -> list[Recorded]:
-    """The runs of one gpu_study.sh log, named <log folder>/<recipe>, with mission.yaml + the recipe's settings."""
+    """The runs of one gpu_study.sh log, named <log folder>/<recipe>, with assignment.yaml + the recipe's settings."""
     runs = []
     for name, run in read_runs(log).items():
         recipe = RECIPES / f"{name}.yaml"
         if not recipe.is_file():
             raise FileNotFoundError(f"{log}: run {name} names no recipe {recipe.relative_to(REPO)}")
-        config = {**read_yaml("mission"), **read_yaml(str(recipe))}  # as gpu_study.sh's --config mission --config
+        config = {**read_yaml("assignment"), **read_yaml(str(recipe))}  # as gpu_study.sh's --config assignment --config
         epochs = run["epochs"]
         for this, following in zip(epochs, epochs[1:] + [None], strict=True):
             this["next_lr"] = following["lr"] if following else this["lr"]  # the last one's next lr: not logged

@@ -1,4 +1,4 @@
-"""Was the default chosen on the test set? The gap between the default and the mission recipe, measured twice: with
+"""Was the default chosen on the test set? The gap between the default and the assignment recipe, measured twice: with
 the test split as the val split (how every study row ran and the default was chosen) and with training images held
 out as the val split (the `<recipe>-holdout` runs, `val_split` in their YAML), the test split touched once, at the
 end. The gap is judged by the study's own rule (recipe_rule.verdict, the pooled seed noise as its floor); a part of
@@ -22,7 +22,7 @@ def _cell(accs: list[float]) -> str:
 
 
 def gap_row(label: str, default: list[float], base: list[float], floor: float | None) -> tuple[str, float | None]:
-    """One table row (the default's mean, the mission recipe's, the gap, its margin, the verdict) and the gap,
+    """One table row (the default's mean, the assignment recipe's, the gap, its margin, the verdict) and the gap,
     None until both sides have a finished run."""
     if not default or not base:
         return f"| {label} | {_cell(default)} | {_cell(base)} | - | - | not measured yet |", None
@@ -52,5 +52,6 @@ def holdout_section(summaries: dict[str, dict[str, Any]]) -> str:
         "two recipes on 45,000 training images and step the plateau on the other 5,000 (stratified by class, drawn "
         "by the seed); they see the test split once, at the end. Had the choice leaned on the test set, the gap "
         "would shrink here. (Trained on 45,000 images, not 50,000: compare the gaps, not the accuracies.)", "",
-        f"| val split | the default (`{DEFAULT}`) | the mission recipe (`{BASELINE}`) | gap | must exceed | verdict |",
+        f"| val split | the default (`{DEFAULT}`) | the assignment's recipe (`{BASELINE}`) | gap "
+        "| must exceed | verdict |",
         "|---|---|---|---|---|---|", chosen, held, "", moved])

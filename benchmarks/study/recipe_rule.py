@@ -2,7 +2,7 @@
 
 Runs named `<recipe>-seed<N>` are further seeds of `<recipe>`: the rule compares recipes by their mean over seeds,
 written once in RULE and applied to every recipe in noise_section (a part of RECIPE.md, recipe_report.py). A recipe
-outside the assignment's rules (ignite_cifar/assignment_rules.py) is marked and never becomes the default.
+outside the assignment's rules (ignite_cifar/configs.py) is marked and never becomes the default.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import re
 import statistics
 from typing import Any
 
-from ignite_cifar.assignment_rules import outside_rules
+from ignite_cifar.configs import outside_rules
 
 BASELINE = "shipped"
 DEFAULT = "combination-weight-std"  # the shipped default since 2026-12-04 (`combination` from 2026-11-30, which
@@ -44,7 +44,7 @@ RULE = ("**The rule.** Runs named `<recipe>-seed<N>` are more seeds of `<recipe>
         "cut at a seed-dependent epoch; the six Adam + EMA recipes that never cut spread by 0.04-0.30), and with it "
         f"`{DEFAULT}` won (docs/results.md). The default changes only on a win there, and only to a recipe under "
         "the assignment's rules: a recipe outside them (an augmentation the assignment lacks, another norm or "
-        "epoch count: `ignite_cifar/assignment_rules.py`) is marked in its row and never becomes the default.")
+        "epoch count: `ignite_cifar/configs.py`) is marked in its row and never becomes the default.")
 
 
 def recipe_of(name: str) -> str:

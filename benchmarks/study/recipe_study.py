@@ -1,6 +1,6 @@
 """The recipe study: one 40-epoch width-0.25 run per variant in benchmarks/study/recipes/, resumable, in RECIPE.md.
 
-Each variant is a YAML file of overrides on the mission recipe (`--config mission`), its first lines a comment
+Each variant is a YAML file of overrides on the assignment recipe (`--config assignment`), its first lines a comment
 saying what it changes.
 Every run is an ordinary run folder `STUDY_DIR/<variant>` made by the project's own CLI in a subprocess, one at a
 time, its output appended to `STUDY_DIR/<variant>.log`. Run the study again and it skips finished runs (all
@@ -46,12 +46,12 @@ RUNS_HOME = Path(os.environ.get("IGNITE_CIFAR_RUNS_HOME") or Path.home() / ".cac
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
 EPOCHS = 40
-# the study's setting: every variant is a change to the mission recipe (--config mission, the default when the
+# the study's setting: every variant is a change to the assignment recipe (--config assignment, the default when the
 # study began), width 0.25 (16 base channels), batch 128, 40 epochs, all 50,000 / 10,000 images;
 # channels_last, eager: the fastest measured setting without a compile per run (RECIPE-SPEED.md).
-STUDY_FLAGS = {"config": "mission", "width": 0.25, "batch_size": 128, "epochs": EPOCHS, "dataset": "folder",
+STUDY_FLAGS = {"config": "assignment", "width": 0.25, "batch_size": 128, "epochs": EPOCHS, "dataset": "folder",
                "channels_last": True}
-DRY_FLAGS = {"config": "mission", "width": 0.0625, "batch_size": 128, "epochs": 2, "dataset": "synthetic",
+DRY_FLAGS = {"config": "assignment", "width": 0.0625, "batch_size": 128, "epochs": 2, "dataset": "synthetic",
              "train_subset": 256, "test_subset": 100, "num_workers": 0, "n_misclassified": 4, "probe_every": 0,
              "amp": "off"}
 COMBINATION = "combination"  # the winners together: it runs last

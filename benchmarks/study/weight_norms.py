@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from ignite_cifar.files import find_checkpoint, load_checkpoint
-from ignite_cifar.models import build_model
+from ignite_cifar.model.resnet import build_model
 
 
 def conv_norm(state: dict[str, torch.Tensor]) -> float:

@@ -9,10 +9,10 @@ from typing import Any, Mapping
 
 import torch
 
-from . import files
-from .config import Config, read_yaml, saved_run_config
-from .errors import CheckpointError, ConfigError
-from .recipe import configured_model
+from ignite_cifar import files
+from ignite_cifar.config import Config, read_yaml, saved_run_config
+from ignite_cifar.errors import CheckpointError, ConfigError
+from ignite_cifar.model.resnet import configured_model
 
 RESUMABLE_KEYS = ("model", "optimizer", "trainer", "scheduler")
 

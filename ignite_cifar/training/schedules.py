@@ -24,7 +24,7 @@ HYPERPARAMETERS = ("factor", "patience", "min_lrs", "default_min_lr", "threshold
 @dataclass(frozen=True)
 class Plateau:
     """ReduceLROnPlateau's settings: the `--plateau-*` flags and `--min-lr` (the defaults are torch's and the
-    mission's: val loss, relative threshold 1e-4, no cooldown)."""
+    assignment's: val loss, relative threshold 1e-4, no cooldown)."""
 
     factor: float = 0.1
     patience: int = 2

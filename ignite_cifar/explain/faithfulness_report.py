@@ -12,11 +12,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import faithfulness as fa
-from . import figures, files
-from .explained import Destination, ExplainSettings, LabelledImages
-from .gradcam import GradCAM
-from .mistakes import Predictions
+from ignite_cifar import files
+from ignite_cifar.explain import faithfulness as fa
+from ignite_cifar.explain import figures
+from ignite_cifar.explain.gradcam import GradCAM
+from ignite_cifar.explain.mistakes import Predictions
+from ignite_cifar.explain.settings import Destination, ExplainSettings, LabelledImages
 
 log = logging.getLogger("ignite_cifar")
 

@@ -23,15 +23,23 @@ from ignite.contrib.handlers import ProgressBar
 from ignite.engine import Engine, Events
 from ignite.handlers import FastaiLRFinder
 
-from . import engines, figures, files
-from .config import Config, RangeTest
-from .data import DataSplits, load_data
-from .engines import Precision
-from .errors import ConfigError, TrainingStopped, UserError
-from .handlers import attach_epoch_seeding
-from .loaders import Dataflow, build_dataflow, shut_down_workers
-from .process import build_model_and_optimizer, check_device, derived_settings, resolve_precision, setup_process
-from .recipe import training_criterion
+from ignite_cifar import files
+from ignite_cifar.config import Config, RangeTest
+from ignite_cifar.data.datasets import DataSplits, load_data
+from ignite_cifar.data.loaders import Dataflow, build_dataflow, shut_down_workers
+from ignite_cifar.errors import ConfigError, TrainingStopped, UserError
+from ignite_cifar.explain import figures
+from ignite_cifar.training import engines
+from ignite_cifar.training.engines import Precision
+from ignite_cifar.training.handlers import attach_epoch_seeding
+from ignite_cifar.training.optimizer import training_criterion
+from ignite_cifar.training.process import (
+    build_model_and_optimizer,
+    check_device,
+    derived_settings,
+    resolve_precision,
+    setup_process,
+)
 
 log = logging.getLogger("ignite_cifar")
 

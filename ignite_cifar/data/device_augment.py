@@ -31,9 +31,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import Config
-from .config_checks import unsupported_extras
-from .errors import ConfigError
+from ignite_cifar.config import Config
+from ignite_cifar.config_checks import unsupported_extras
+from ignite_cifar.errors import ConfigError
 
 STREAM = 2**40  # third word of the epoch's seed: never a sample index (augment.py seeds with (seed, epoch, index))
 

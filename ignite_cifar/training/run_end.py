@@ -7,25 +7,23 @@ from __future__ import annotations
 import copy
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import ignite.distributed as idist
 import torch
 from ignite.engine import Engine
 
-from . import files
-from .config import Config
-from .divergence import chance_level
-from .errors import TrainingStopped
-from .explain import write_explanations
-from .explained import Destination, ExplainSettings
-from .probe import probe_indices
-from .process import LaunchPlan, Network, parameter_checksum
-from .saved_run import load_weights
-from .stopping import StopRequests
-
-if TYPE_CHECKING:
-    from .trainer import Outputs, Run
+from ignite_cifar import files
+from ignite_cifar.config import Config
+from ignite_cifar.errors import TrainingStopped
+from ignite_cifar.explain.explanations import write_explanations
+from ignite_cifar.explain.probe import probe_indices
+from ignite_cifar.explain.saved_run import load_weights
+from ignite_cifar.explain.settings import Destination, ExplainSettings
+from ignite_cifar.training.divergence import chance_level
+from ignite_cifar.training.process import LaunchPlan, Network, parameter_checksum
+from ignite_cifar.training.run_state import Outputs, Run
+from ignite_cifar.training.stopping import StopRequests
 
 log = logging.getLogger("ignite_cifar")
 

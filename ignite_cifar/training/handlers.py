@@ -14,9 +14,9 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver, global_step_from_engine
 from ignite.handlers.tensorboard_logger import TensorboardLogger
 
-from . import files
-from .errors import MachineError
-from .schedules import current_lr
+from ignite_cifar import files
+from ignite_cifar.errors import MachineError
+from ignite_cifar.training.schedules import current_lr
 
 log = logging.getLogger("ignite_cifar")
 

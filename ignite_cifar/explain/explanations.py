@@ -11,13 +11,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from . import figures, files
-from .augment import eval_dataset
-from .data import Split
-from .explained import Destination, ExplainSettings, LabelledImages
-from .faithfulness_report import image_groups, write_faithfulness
-from .gradcam import GradCAM
-from .mistakes import Mistake, Predictions, find_misclassified, predict
+from ignite_cifar import files
+from ignite_cifar.data.augment import eval_dataset
+from ignite_cifar.data.datasets import Split
+from ignite_cifar.explain import figures
+from ignite_cifar.explain.faithfulness_report import image_groups, write_faithfulness
+from ignite_cifar.explain.gradcam import GradCAM
+from ignite_cifar.explain.mistakes import Mistake, Predictions, find_misclassified, predict
+from ignite_cifar.explain.settings import Destination, ExplainSettings, LabelledImages
 
 log = logging.getLogger("ignite_cifar")
 

@@ -33,9 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .faithfulness_verdict import TARGETS as TARGETS  # the targets, where they were defined before
-from .faithfulness_verdict import constant_maps, sanity_means, verdict
-from .gradcam import GradCAM, resolve_layer
+from ignite_cifar.explain.faithfulness_verdict import TARGETS as TARGETS  # the targets, where they were defined before
+from ignite_cifar.explain.faithfulness_verdict import constant_maps, sanity_means, verdict
+from ignite_cifar.explain.gradcam import GradCAM, resolve_layer
 
 STEPS = 16
 RANDOM_ORDERS = 3

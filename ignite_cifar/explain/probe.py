@@ -13,11 +13,11 @@ import torch
 from ignite.engine import Engine, Events
 from torch import nn
 
-from . import figures
-from .data import stratified_indices
-from .explained import ExplainSettings, LabelledImages
-from .faithfulness import assess
-from .gradcam import GradCAM
+from ignite_cifar.data.datasets import stratified_indices
+from ignite_cifar.explain import figures
+from ignite_cifar.explain.faithfulness import assess
+from ignite_cifar.explain.gradcam import GradCAM
+from ignite_cifar.explain.settings import ExplainSettings, LabelledImages
 
 TAG = "probe/gradcam"
 

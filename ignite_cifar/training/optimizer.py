@@ -1,4 +1,4 @@
-"""The recipe's configurable pieces, built from the config: the model, the optimizer and the training loss."""
+"""The optimizer and the training loss, built from the config (the model is built by model/resnet.configured_model)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import Config
-from .models import ResNet, build_model
-
-
-def configured_model(config: Config, num_classes: int, width: float | None = None) -> ResNet:
-    """The configured network (model, norm, width, zero-init of the residual branches, weight standardization);
-    `width` overrides."""
-    return build_model(config.model, num_classes, config.norm, config.width if width is None else width,
-                       zero_init_residual=config.zero_init_residual,
-                       weight_standardization=config.weight_standardization)
-
+from ignite_cifar.config import Config
 
 NO_DECAY = "no_decay"  # the name of the param group of norm weights and biases with --no-decay-norm-bias
 

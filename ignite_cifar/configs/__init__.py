@@ -1,4 +1,5 @@
-"""What the original assignment allows a recipe to change, and where a run's settings leave it.
+"""The shipped configs (assignment.yaml: the original assignment's recipe; smoke.yaml: a 20-second run), and the
+assignment's rules: what it allows a recipe to change, and where a run's settings leave it.
 
 The assignment fixes the network family (ResNet18 or ResNet34 with LayerNorm only), 40 epochs and its three
 augmentations (a random 32x32 crop after padding 4, a rotation of up to 5 degrees, one 16x16 cutout). The optimizer,
@@ -13,10 +14,10 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from .choices import ARCHITECTURES
-from .config import read_yaml
+from ignite_cifar.config import read_yaml
+from ignite_cifar.config_checks import ARCHITECTURES
 
-ASSIGNMENT = read_yaml("mission")  # the assignment's recipe, field by field (configs/mission.yaml)
+ASSIGNMENT = read_yaml("assignment")  # the assignment's recipe, field by field (configs/assignment.yaml)
 PINNED = {  # a field whose value must stay the assignment's: what it is called in a report
     "norm": "normalization",
     "epochs": "epochs",

@@ -9,9 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .choices import MISTAKE_ORDERS
-
-ORDERS = MISTAKE_ORDERS
+from ignite_cifar.config_checks import MISTAKE_ORDERS
 
 
 @dataclass
@@ -78,8 +76,8 @@ def find_misclassified(predictions: Predictions, n: int = 20, order: str = "conf
     `confident`: highest predicted probability first (the model's most convinced mistakes), ties by index.
     `first`: dataset order, as in the original recipe. Fewer than `n` mistakes: all of them.
     """
-    if order not in ORDERS:
-        raise ValueError(f"unknown order {order!r}; choose one of {', '.join(ORDERS)}")
+    if order not in MISTAKE_ORDERS:
+        raise ValueError(f"unknown order {order!r}; choose one of {', '.join(MISTAKE_ORDERS)}")
     wrong = np.flatnonzero(predictions.preds != predictions.labels)
     conf = predictions.probs[wrong, predictions.preds[wrong]] if len(wrong) else np.zeros(0)
     if order == "confident":

@@ -9,13 +9,14 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from . import figures, files
-from .augment import denormalize, normalize_array
-from .data import UNREADABLE, _decode, unreadable_reason
-from .errors import DataError
-from .faithfulness import assess
-from .faithfulness_verdict import constant_maps
-from .gradcam import GradCAM
+from ignite_cifar import files
+from ignite_cifar.data.augment import denormalize, normalize_array
+from ignite_cifar.data.datasets import UNREADABLE, _decode, unreadable_reason
+from ignite_cifar.errors import DataError
+from ignite_cifar.explain import figures
+from ignite_cifar.explain.faithfulness import assess
+from ignite_cifar.explain.faithfulness_verdict import constant_maps
+from ignite_cifar.explain.gradcam import GradCAM
 
 FIGURE_FILE, JSON_FILE = "own_images.png", "own_images.json"
 TOP = 3

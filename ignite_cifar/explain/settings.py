@@ -10,9 +10,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from . import figures, files
-from .augment import denormalize, eval_dataset
-from .data import Split
+from ignite_cifar import files
+from ignite_cifar.data.augment import denormalize, eval_dataset
+from ignite_cifar.data.datasets import Split
+from ignite_cifar.explain import figures
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .choices import ARCHITECTURES, NORMS
-from .standardized_conv import StandardizedConv2d
+from ignite_cifar.config import Config
+from ignite_cifar.config_checks import ARCHITECTURES, NORMS
+from ignite_cifar.model.standardized_conv import StandardizedConv2d
 
 NormFactory = Callable[[int], nn.Module]
 ConvType = type[nn.Conv2d]
@@ -88,7 +89,7 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
-BLOCKS = {"resnet18": [2, 2, 2, 2], "resnet34": [3, 4, 6, 3]}  # per stage; the names: choices.ARCHITECTURES
+BLOCKS = {"resnet18": [2, 2, 2, 2], "resnet34": [3, 4, 6, 3]}  # per stage; the names: config_checks.ARCHITECTURES
 
 
 def build_model(name: str = "resnet18", num_classes: int = 10, norm: str = "layer", width: float = 1.0,
@@ -100,3 +101,11 @@ def build_model(name: str = "resnet18", num_classes: int = 10, norm: str = "laye
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(ARCHITECTURES)}")
     return ResNet(BLOCKS[name], num_classes=num_classes, norm=norm, width=width,
                   zero_init_residual=zero_init_residual, weight_standardization=weight_standardization)
+
+
+def configured_model(config: Config, num_classes: int, width: float | None = None) -> ResNet:
+    """The configured network (model, norm, width, zero-init of the residual branches, weight standardization);
+    `width` overrides."""
+    return build_model(config.model, num_classes, config.norm, config.width if width is None else width,
+                       zero_init_residual=config.zero_init_residual,
+                       weight_standardization=config.weight_standardization)

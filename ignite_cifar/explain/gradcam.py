@@ -32,10 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .choices import CAM_METHODS
-from .errors import UserError
-
-METHODS = CAM_METHODS
+from ignite_cifar.config_checks import CAM_METHODS
+from ignite_cifar.errors import UserError
 
 ClassIdx = Union[None, int, Sequence[int], torch.Tensor]
 
@@ -154,8 +152,8 @@ class GradCAM:
     """
 
     def __init__(self, model: nn.Module, target_layer: nn.Module | str, method: str = "gradcam"):
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+        if method not in CAM_METHODS:
+            raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(CAM_METHODS)}")
         self.model = model
         self.method = method
         self.target_layer = resolve_layer(model, target_layer)

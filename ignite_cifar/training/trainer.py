@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +17,20 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 from torch import nn
 
-from . import engines, figures, files
-from .averaging import attach_weight_average
-from .captured_step import LrPlacement
-from .config import Config, dump_yaml
-from .divergence import LossGuard
-from .engines import Precision
-from .environment import resumed_elsewhere, starts_record
-from .errors import MachineError
-from .explained import ExplainSettings
-from .handlers import (
+from ignite_cifar import files
+from ignite_cifar.config import Config, dump_yaml
+from ignite_cifar.data.loaders import Dataflow, build_dataflow, shut_down_workers
+from ignite_cifar.errors import MachineError
+from ignite_cifar.explain import figures
+from ignite_cifar.explain.probe import GradCAMProbe
+from ignite_cifar.explain.settings import ExplainSettings
+from ignite_cifar.training import engines
+from ignite_cifar.training.averaging import attach_weight_average
+from ignite_cifar.training.captured_step import LrPlacement
+from ignite_cifar.training.divergence import LossGuard
+from ignite_cifar.training.engines import Precision
+from ignite_cifar.training.environment import resumed_elsewhere, starts_record
+from ignite_cifar.training.handlers import (
     History,
     RNGState,
     attach_checkpoints,
@@ -35,9 +38,8 @@ from .handlers import (
     attach_epoch_seeding,
     attach_tensorboard,
 )
-from .loaders import Dataflow, build_dataflow, shut_down_workers
-from .probe import GradCAMProbe
-from .process import (
+from ignite_cifar.training.optimizer import optimizer_settings, training_criterion
+from ignite_cifar.training.process import (
     LaunchPlan,
     Network,
     build_model_and_optimizer,
@@ -45,36 +47,14 @@ from .process import (
     setup_process,
     shared_run_dir,
 )
-from .recipe import optimizer_settings, training_criterion
-from .resume import private_copy
-from .run_end import explain_on_completion, explanations_skipped, finish, stopped
-from .schedules import Plateau, attach_plateau_scheduler, attach_warmup, current_lr
-from .stopping import StopRequests
-from .tensorboard_views import HParamsLog, add_layout
+from ignite_cifar.training.resume import private_copy
+from ignite_cifar.training.run_end import explain_on_completion, explanations_skipped, finish, stopped
+from ignite_cifar.training.run_state import Outputs, Run
+from ignite_cifar.training.schedules import Plateau, attach_plateau_scheduler, attach_warmup, current_lr
+from ignite_cifar.training.stopping import StopRequests
+from ignite_cifar.training.tensorboard_views import HParamsLog, add_layout
 
 log = logging.getLogger("ignite_cifar")
-
-
-@dataclass
-class Run:
-    """The engines and the handlers whose state a checkpoint holds."""
-
-    trainer: Engine
-    evaluator: Engine
-    evaluated_model: nn.Module  # the plain model the evaluator runs, saved as best and explained (EMA or base)
-    raw_evaluator: Engine | None  # with --ema-decay: the raw weights, evaluated beside the average
-    loss_guard: LossGuard  # stops training at a NaN, infinite or blown-up loss
-    to_save: dict[str, Any]
-    last_checkpoint: Checkpoint
-
-
-@dataclass
-class Outputs:
-    """Rank 0's records of the run (None on the other ranks)."""
-
-    history: History | None = None
-    tb: Any = None
-    hparams: HParamsLog | None = None
 
 
 def train_process(plan: LaunchPlan, result: dict[str, Any], stops: StopRequests) -> None:

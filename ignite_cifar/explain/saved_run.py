@@ -8,15 +8,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import files
-from .config import Config, read_yaml, saved_run_config
-from .data import load_data
-from .errors import CheckpointError, UserError
-from .explain import evaluate_split, evaluation_summary, write_explanations
-from .explained import Destination, ExplainSettings, LabelledImages
-from .gradcam import resolve_layer
-from .probe import probe_indices
-from .recipe import configured_model
+from ignite_cifar import files
+from ignite_cifar.config import Config, read_yaml, saved_run_config
+from ignite_cifar.data.datasets import load_data
+from ignite_cifar.errors import CheckpointError, UserError
+from ignite_cifar.explain.explanations import evaluate_split, evaluation_summary, write_explanations
+from ignite_cifar.explain.gradcam import resolve_layer
+from ignite_cifar.explain.probe import probe_indices
+from ignite_cifar.explain.settings import Destination, ExplainSettings, LabelledImages
+from ignite_cifar.model.resnet import configured_model
 
 
 def checkpoint_of(run_dir: Path, which: str) -> Path:
@@ -78,7 +78,7 @@ def explain_own_images(run: str | None, checkpoint: str | None, images: list[str
                        which: str = "final", device: str = "auto", output: str | None = None):
     """Top-3 classes, map and faithfulness of a saved run's model for the user's own image files; the files are
     read (and refused, one line each) before the model is loaded. Returns (entries, folder written to)."""
-    from .own_images import explain_images, read_images
+    from ignite_cifar.explain.own_images import explain_images, read_images
 
     read_images(images)
     _, derived, model, ckpt, run_dir = load_run(run, checkpoint, which)

@@ -20,14 +20,14 @@ import ignite.distributed as idist
 import torch
 from torch.multiprocessing.spawn import ProcessExitedException, ProcessRaisedException
 
-from . import files
-from .config import Config
-from .data import load_data
-from .errors import ConfigError, MachineError, TrainingStopped, UserError
-from .process import LaunchPlan, check_device, check_layer, derived_settings, quiet_library_loggers
-from .resume import ResumePlan, check_fits, plan_resume
-from .stopping import StopRequests, launcher_signals
-from .trainer import train_process
+from ignite_cifar import files
+from ignite_cifar.config import Config
+from ignite_cifar.data.datasets import load_data
+from ignite_cifar.errors import ConfigError, MachineError, TrainingStopped, UserError
+from ignite_cifar.training.process import LaunchPlan, check_device, check_layer, derived_settings, quiet_library_loggers
+from ignite_cifar.training.resume import ResumePlan, check_fits, plan_resume
+from ignite_cifar.training.stopping import StopRequests, launcher_signals
+from ignite_cifar.training.trainer import train_process
 
 
 def train(config: Config, resume: ResumePlan | None = None) -> dict[str, Any]:

@@ -17,9 +17,9 @@ import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 
-from . import files
-from .errors import TrainingStopped
-from .handlers import NonFiniteLossGuard
+from ignite_cifar import files
+from ignite_cifar.errors import TrainingStopped
+from ignite_cifar.training.handlers import NonFiniteLossGuard
 
 BLOW_UP_FACTOR = 10.0
 

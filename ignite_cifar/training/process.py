@@ -13,18 +13,19 @@ import torch
 from ignite.utils import manual_seed, setup_logger
 from torch import nn
 
-from .augment import build_test_transform, build_train_transform, describe
-from .captured_step import captures_step, optimizer_step
-from .config import Config
-from .data import DataSplits, channel_stats
-from .engines import Precision
-from .environment import library_versions, machine
-from .errors import ConfigError
-from .explained import LabelledImages
-from .gradcam import UnknownLayerError, resolve_layer
-from .loaders import resolve_torch_threads
-from .recipe import build_optimizer, configured_model
-from .resume import ResumePlan
+from ignite_cifar.config import Config
+from ignite_cifar.data.augment import build_test_transform, build_train_transform, describe
+from ignite_cifar.data.datasets import DataSplits, channel_stats
+from ignite_cifar.data.loaders import resolve_torch_threads
+from ignite_cifar.errors import ConfigError
+from ignite_cifar.explain.gradcam import UnknownLayerError, resolve_layer
+from ignite_cifar.explain.settings import LabelledImages
+from ignite_cifar.model.resnet import configured_model
+from ignite_cifar.training.captured_step import captures_step, optimizer_step
+from ignite_cifar.training.engines import Precision
+from ignite_cifar.training.environment import library_versions, machine
+from ignite_cifar.training.optimizer import build_optimizer
+from ignite_cifar.training.resume import ResumePlan
 
 log = logging.getLogger("ignite_cifar")
 

@@ -13,11 +13,11 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from .augment import AugmentedDataset, build_train_transform, eval_dataset
-from .config import AUTO, MAX_AUTO_WORKERS, Config
-from .data import DataSplits, Split
-from .device_augment import DeviceTrainLoader, resolve_augment_on
-from .stopping import ignore_stop_signals
+from ignite_cifar.data.augment import AugmentedDataset, build_train_transform, eval_dataset
+from ignite_cifar.config import AUTO, MAX_AUTO_WORKERS, Config
+from ignite_cifar.data.datasets import DataSplits, Split
+from ignite_cifar.data.device_augment import DeviceTrainLoader, resolve_augment_on
+from ignite_cifar.signals import ignore_stop_signals
 
 
 def resolve_num_workers(num_workers: int | str, nproc_per_node: int, cores: int | None = None,
@@ -112,7 +112,7 @@ def build_dataflow(config: Config, data: DataSplits, mean, std, device: torch.de
 
 def shut_down_workers(loader: DataLoader) -> None:
     """End a loader's persistent workers now. Left to interpreter exit, multiprocessing would stop them with a
-    SIGTERM, which they ignore (stopping.ignore_stop_signals), and wait for them forever."""
+    SIGTERM, which they ignore (signals.ignore_stop_signals), and wait for them forever."""
     iterator = getattr(loader, "_iterator", None)
     if iterator is not None and hasattr(iterator, "_shutdown_workers"):
         iterator._shutdown_workers()
