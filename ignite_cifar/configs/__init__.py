@@ -4,7 +4,7 @@ assignment's rules: what it allows a recipe to change, and where a run's setting
 The assignment fixes the network family (ResNet18 or ResNet34 with LayerNorm only), 40 epochs and its three
 augmentations (a random 32x32 crop after padding 4, a rotation of up to 5 degrees, one 16x16 cutout). The optimizer,
 lr, weight decay, a weight average, label smoothing, the plateau settings and how often each of the three
-augmentations fires are the recipe's to choose. Whether a warmup is "short" is not judged here.
+augmentations fires (but not never) are the recipe's to choose. Whether a warmup is "short" is not judged here.
 
 Reports mark a run outside the rules so that it is read in its own row and never becomes the default. Torch-free:
 reading a run's config.yaml needs no model.
@@ -25,6 +25,11 @@ PINNED = {  # a field whose value must stay the assignment's: what it is called 
     "rotate_limit": "rotation limit",
     "cutout_size": "cutout size",
 }
+REQUIRED_AUGMENTATIONS = {  # probability field (above 0 in the assignment): the augmentation it requires
+    "p_crop": "random crop",
+    "p_rotate": "rotation",
+    "p_cutout": "cutout",
+}
 EXTRA_AUGMENTATIONS = {  # probability field (0 in the assignment): the augmentation it adds
     "p_hflip": "horizontal flip",
     "p_shift_scale_rotate": "shift/scale/rotate",
@@ -41,5 +46,8 @@ def outside_rules(fields: Mapping[str, Any]) -> list[str]:
     for name, words in PINNED.items():
         if name in fields and fields[name] != ASSIGNMENT[name]:
             reasons.append(f"{words} {fields[name]} (the assignment: {ASSIGNMENT[name]})")
+    # how often a required augmentation fires is the recipe's to choose, but never: that drops it
+    reasons += [f"{words} switched off ({name} {fields[name]})" for name, words in REQUIRED_AUGMENTATIONS.items()
+                if name in fields and float(fields[name] or 0) <= 0]
     reasons += [words for name, words in EXTRA_AUGMENTATIONS.items() if float(fields.get(name) or 0) > 0]
     return reasons
