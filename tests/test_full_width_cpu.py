@@ -20,9 +20,12 @@ def _summary(state: str, accuracy: float | None = None, epochs_done: int = 40, w
     return {"state": state, "test_accuracy": accuracy, "epochs_done": epochs_done, "epochs": 40, "wall_s": wall_s}
 
 
-def test_it_runs_the_default_and_its_second_seed_at_full_width():
-    seeds = [v.overrides.get("seed", 42) for v in recipe_study.load_variants(list(full_width_cpu.RECIPES))]
-    assert sorted(seeds) == [42, 43]
+def test_it_runs_the_default_its_second_seed_and_the_cutting_variant_at_full_width():
+    variants = {v.name: v for v in recipe_study.load_variants(list(full_width_cpu.RECIPES))}
+    assert [variants[name].overrides.get("seed", 42) for name in full_width_cpu.SEEDS] == [42, 43]
+    cutting = variants[full_width_cpu.CUTTING].overrides
+    assert cutting.get("seed", 42) == 42 and cutting["plateau_metric"] == "accuracy"
+    assert 0.1 <= cutting["plateau_factor"] <= 0.3
     assert full_width_cpu.FULL_WIDTH == {**recipe_study.STUDY_FLAGS, "width": 1.0}
 
 
@@ -89,3 +92,24 @@ def test_runs_live_outside_the_checkout_by_default_and_the_report_names_the_fold
     report = full_width_cpu.write_report(variants, runs, flags, tmp_path).read_text()
     assert "Run folders (checkpoints, logs): `~/.cache/ignite-cifar/full-width-cpu`" in report
     assert "--output-dir ~/.cache/ignite-cifar/full-width-cpu" in report and str(tmp_path) not in report
+
+
+def _with_curve(state: str, accuracy: float | None, val: dict[int, float]) -> dict:
+    return {**_summary(state, accuracy), "val": val, "raw_val": {e: v - 0.03 for e, v in val.items()}}
+
+
+def test_the_cutting_variant_is_adopted_only_beyond_the_seeds_difference():
+    default, seed2, cutting = full_width_cpu.SEEDS[0], full_width_cpu.SEEDS[1], full_width_cpu.CUTTING
+    curve = {30: 0.88, 35: 0.89, 40: 0.895}
+
+    def verdict(variant_accuracy: float | None, state: str = "finished") -> str:
+        return full_width_cpu.comparison_lines({default: _with_curve("finished", 0.894, curve),
+                                                seed2: _with_curve("finished", 0.898, curve),
+                                                cutting: _with_curve(state, variant_accuracy, curve)})[-1]
+
+    assert "88.00 / 85.00" in "".join(full_width_cpu.comparison_lines(
+        {name: _with_curve("finished", 0.9, curve) for name in (default, seed2, cutting)}))
+    assert "not decided" in verdict(None, "unfinished")
+    assert "keep the default" in verdict(0.898)  # +0.40 points: no more than the seeds differ (0.40)
+    assert "adopt it as the default" in verdict(0.899)
+

@@ -83,3 +83,16 @@ def test_a_logged_run_without_a_recipe_is_refused_in_one_line(tmp_path, capsys):
     log.write_text(_epoch_line("no-such-recipe", 1, 40, 1.0, 0.001))
     assert plateau_replay.main(["--logs", str(log)]) == 2
     assert capsys.readouterr().err.strip().endswith("names no recipe benchmarks/study/recipes/no-such-recipe.yaml")
+
+
+def test_a_kept_record_replays_on_accuracy_and_says_its_losses_were_not_recorded(tmp_path):
+    val = {"1": 0.5, "2": 0.6, "3": 0.601, "4": 0.602}
+    record = {"variant": "combination-weight-std", "epochs_done": 4, "epochs": 4, "val": val,
+              "raw_val": {e: v - 0.05 for e, v in val.items()}, "lr": [[e, 0.001] for e in range(1, 5)]}
+    path = tmp_path / "combination-weight-std.json"
+    path.write_text(json.dumps(record))
+    run = plateau_replay.read_record(path)
+    accuracy = Plateau(patience=1, metric="accuracy", threshold=0.005, threshold_mode="abs")
+    assert plateau_replay.answer(run, "ema", accuracy) == "5"  # epochs 3 and 4 gain under 0.005 on 0.6
+    assert plateau_replay.answer(run, "raw", Plateau()) == "not recorded"  # a record keeps no losses
+    assert plateau_replay.own_settings_agree(run)  # its own (loss) setting cannot be checked, so it is not refuted

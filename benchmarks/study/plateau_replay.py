@@ -87,6 +87,19 @@ def read_logged_runs(log: Path) -> list[Recorded]:
     return runs
 
 
+def read_record(path: Path) -> Recorded:
+    """A finished run's kept record (full-width-cpu-runs/*.json): val accuracy per epoch, the average's and the raw
+    weights', and its lr; no losses. Its settings: assignment.yaml with its recipe (recipes/<variant>.yaml)."""
+    record = json.loads(path.read_text())
+    recipe = RECIPES / f"{record['variant'].removesuffix('-seed2')}.yaml"
+    config = {**read_yaml("assignment"), **read_yaml(str(recipe))}
+    lrs = dict(record["lr"])
+    epochs = [{"epoch": int(e), "val_accuracy": acc, "raw_val_accuracy": record["raw_val"][e], "lr": lrs[int(e)],
+               "next_lr": lrs.get(int(e) + 1, lrs[int(e)])} for e, acc in sorted(record["val"].items(), key=lambda
+                                                                                  kv: int(kv[0]))]
+    return recorded(path.stem, epochs, config, record["epochs_done"] == record["epochs"])
+
+
 def replay(values: list[float], plateau: Plateau, warmup_epochs: int = 0) -> int | None:
     """The first epoch trained at a cut lr when the plateau scheduler sees `values` (one per epoch, from epoch 1),
     or None when it never cuts."""
@@ -106,7 +119,7 @@ def replay(values: list[float], plateau: Plateau, warmup_epochs: int = 0) -> int
 def metric_key(on: str, metric: str, run: Recorded) -> str | None:
     """history.json's key for the val metric the scheduler would watch: the average's (val_*) or the raw
     weights' (raw_val_* beside an average; val_* without one)."""
-    averaged = "raw_val_loss" in run.epochs[0]
+    averaged = any(key.startswith("raw_val_") for key in run.epochs[0])
     if on == "raw":
         return f"raw_val_{metric}" if averaged else f"val_{metric}"
     return f"val_{metric}" if averaged else None
@@ -116,6 +129,8 @@ def answer(run: Recorded, on: str, plateau: Plateau) -> str:
     key = metric_key(on, plateau.metric, run)
     if key is None:
         return "no average"
+    if key not in run.epochs[0]:
+        return "not recorded"
     cut = replay([r[key] for r in run.epochs], plateau, run.warmup_epochs)
     if cut is not None:
         return str(cut)
@@ -155,19 +170,23 @@ def recorded_cut(run: Recorded) -> str:
 
 
 def own_settings_agree(run: Recorded) -> bool:
-    return answer(run, run.own_on, run.own) == recorded_cut(run)
+    """Replaying the run's own settings gives its recorded cut (not checkable where its metric was not recorded)."""
+    replayed = answer(run, run.own_on, run.own)
+    return replayed == "not recorded" or replayed == recorded_cut(run)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", nargs="+", default=[], help="finished run folders (history.json, config.yaml)")
     p.add_argument("--logs", nargs="+", default=[], help="gpu_study.sh study.log files")
+    p.add_argument("--records", nargs="+", default=[], help="finished runs' kept records (full-width-cpu-runs/*.json)")
     p.add_argument("--markdown", default=None, help="also write the table here")
     args = p.parse_args(argv)
-    if not args.runs and not args.logs:
-        p.error("give --runs and/or --logs")
+    if not args.runs and not args.logs and not args.records:
+        p.error("give --runs, --logs and/or --records")
     try:
-        runs = [read_run(Path(d)) for d in args.runs] + [r for log in args.logs for r in read_logged_runs(Path(log))]
+        runs = ([read_run(Path(d)) for d in args.runs] + [r for log in args.logs for r in read_logged_runs(Path(log))]
+                + [read_record(Path(f)) for f in args.records])
     except (FileNotFoundError, json.JSONDecodeError, KeyError, ConfigError) as err:
         print(f"plateau_replay: {err}", file=sys.stderr)
         return 2
@@ -176,8 +195,9 @@ def main(argv: list[str] | None = None) -> int:
              "stopped early recorded, 'never': no cut in the whole run.", "", *table(runs)]
     print("\n".join(lines))
     if args.markdown:
+        sources = (("runs", args.runs), ("logs", args.logs), ("records", args.records))
         command = "python benchmarks/study/plateau_replay.py" + "".join(
-            f" --{flag} " + " ".join(values) for flag, values in (("runs", args.runs), ("logs", args.logs)) if values)
+            f" --{flag} " + " ".join(values) for flag, values in sources if values)
         Path(args.markdown).write_text(f"# Plateau replay\n\nWritten by `{command}`.\n\n" + "\n".join(lines) + "\n")
     bad = [r.name for r in runs if not own_settings_agree(r)]
     if bad:
