@@ -1,5 +1,7 @@
 """Tests for the hand-written, hook-based Grad-CAM / Grad-CAM++ (tiny models, fast)."""
 
+from copy import deepcopy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,6 +17,7 @@ from ignite_cifar.explain.gradcam import (
     gradcam_weights,
     valid_layer_names,
 )
+from ignite_cifar.model.resnet import build_model
 
 DEVICES = [
     "cpu",
@@ -181,14 +184,106 @@ def test_gap_linear_matches_closed_form(device, method):
     assert_close(maps, expected)
 
 
-def test_weight_functions_directly():
-    a = torch.rand(2, 3, 4, 5)
-    g = torch.randn(2, 3, 4, 5)
-    assert_close(gradcam_weights(a, g), g.mean(dim=(2, 3)))
-    alpha = g**2 / (2 * g**2 + a.sum(dim=(2, 3), keepdim=True) * g**3)
-    assert_close(gradcam_pp_weights(a, g), (alpha * g.clamp_min(0)).sum(dim=(2, 3)))
+def test_weight_functions_on_hand_worked_values():
+    # One channel, 2 x 2: A = [[1, 0], [0, 1]] (sum 2), g = [[1, -1], [0.5, 0]].
+    a = torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]]])
+    g = torch.tensor([[[[1.0, -1.0], [0.5, 0.0]]]])
+    # Grad-CAM: the mean gradient, (1 - 1 + 0.5 + 0) / 4.
+    assert_close(gradcam_weights(a, g), torch.tensor([[0.125]]))
+    # Grad-CAM++: alpha = g^2 / (2 g^2 + 2 g^3) = 1 / (2 + 2 g) where g != 0: 1/4 at g = 1, 1/3 at g = 0.5;
+    # times relu(g): 1/4 + 1/6; g = -1 adds nothing (relu), g = 0 nothing (0/0 taken as 0, not NaN).
+    assert_close(gradcam_pp_weights(a, g), torch.tensor([[1 / 4 + 1 / 6]]))
     # zero gradients: denominator 0 everywhere, weights 0 rather than NaN
-    assert torch.equal(gradcam_pp_weights(a, torch.zeros_like(g)), torch.zeros(2, 3))
+    assert torch.equal(gradcam_pp_weights(a, torch.zeros_like(g)), torch.zeros(1, 1))
+
+
+def test_weight_functions_match_pytorch_grad_cam():
+    """The channel weights against the library's own code (pytorch-grad-cam's get_cam_weights, numpy), on random
+    non-negative activations and gradients of both signs with some exact zeros. The library adds 1e-6 to the
+    Grad-CAM++ denominator 2 g^2 + S g^3; gradients of magnitude 0.5 or more keep that below 1e-6 of it."""
+    from pytorch_grad_cam import GradCAM as LibGradCAM  # imported here: 4 s, only these tests need it
+    from pytorch_grad_cam import GradCAMPlusPlus
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(2, 3, 4, 5, generator=g)
+    grads = torch.randn(2, 3, 4, 5, generator=g)
+    grads = grads.sign() * (0.5 + grads.abs())
+    grads[torch.rand(grads.shape, generator=g) < 0.2] = 0.0
+    for ours, theirs in ((gradcam_weights, LibGradCAM), (gradcam_pp_weights, GradCAMPlusPlus)):
+        expected = theirs.get_cam_weights(None, None, None, None, a.numpy(), grads.numpy())
+        assert_close(ours(a, grads), torch.from_numpy(expected).float(), atol=1e-6, rtol=1e-5)
+
+
+class _Scale(nn.Module):
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x):
+        return x * self.factor
+
+
+_NEXT = {"layer2": "layer3", "layer3": "layer4", "layer4": "pool"}  # the module that reads each stage's output
+
+
+def _rescaled_at(model: nn.Module, layer: str, scale: float) -> tuple[nn.Module, nn.Module]:
+    """A copy of `model` computing the same function, whose `layer` output is multiplied by `scale` (the returned
+    module, the CAM target) and divided by it again before the next stage. The gradient at the target is then 1 /
+    scale times the original's; Grad-CAM and Grad-CAM++ maps are unchanged (each channel's weight scales by 1 /
+    scale and its activation by scale; in alpha = 1 / (2 + S g), S g does not change)."""
+    copy = deepcopy(model)
+    target = _Scale(scale)
+    setattr(copy, layer, nn.Sequential(getattr(copy, layer), target))
+    setattr(copy, _NEXT[layer], nn.Sequential(_Scale(1 / scale), getattr(copy, _NEXT[layer])))
+    return copy.eval(), target
+
+
+def _minmax(maps: torch.Tensor) -> torch.Tensor:
+    lo, hi = maps.amin(dim=(1, 2), keepdim=True), maps.amax(dim=(1, 2), keepdim=True)
+    return (maps - lo) / (hi - lo)
+
+
+@pytest.mark.parametrize("method", CAM_METHODS)
+def test_resnet_maps_match_pytorch_grad_cam(method):
+    """Our maps against pytorch-grad-cam's on the project's ResNet18 (tiny width, eval mode, fixed weights) at
+    layer2 (16x16 maps) and layer3 (8x8), where the gradient varies over space (with a pooled linear head it is one
+    number per channel, as it is at layer4 (4x4), which feeds the pool directly: checked too).
+
+    Alignment: the library computes ReLU(sum_k w_k A_k), scales each map by (m - min) / (max + 1e-7), resizes it
+    to the input with cv2 (bilinear, pixel centres at half-pixel offsets, as F.interpolate(align_corners=False))
+    and scales the result again the same way. Ours scales by exact min-max before upsampling and not after, so its
+    maximum at input size can be below 1 (0.62 here at layer2). Min-max is unchanged by a positive affine map, so
+    normalize(upsample(normalize(cam))) = normalize(upsample(cam)): we min-max ours once more at input size and
+    compare; the library's 1e-7 then moves values by about 1e-7. For Grad-CAM++ the library also adds 1e-6 to
+    alpha's denominator 2 g^2 + S g^3, with gradients near 1e-3 here a change of up to 3e-2 in the maps; so the
+    library explains the same network with the target's output scaled by 1e-3 (_rescaled_at): same maps in exact
+    arithmetic, gradients 1e3 times larger, its 1e-6 negligible. Ours is checked to give the same maps on both.
+
+    Tolerance 1e-5 on [0, 1] maps: float32 rounding in the two pipelines; the largest difference measured was 7e-7
+    (Grad-CAM++ at layer2), 3e-2 without the rescaling."""
+    from pytorch_grad_cam import GradCAM as LibGradCAM  # imported here: 4 s, only these tests need it
+    from pytorch_grad_cam import GradCAMPlusPlus
+
+    torch.manual_seed(0)
+    model = build_model("resnet18", width=0.125).eval()  # 8 base channels
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    for layer in ("layer2", "layer3", "layer4"):
+        with GradCAM(model, layer, method=method) as cam:
+            ours = cam(x)
+            predicted = cam.last_predictions
+        rescaled, target = _rescaled_at(model, layer, 1e-3)
+        with GradCAM(rescaled, target, method=method) as cam:
+            assert_close(cam(x), ours, atol=1e-5, rtol=0)  # the rescaling leaves our maps as they were
+        library = LibGradCAM if method == "gradcam" else GradCAMPlusPlus
+        with library(model=rescaled, target_layers=[target]) as lib:
+            theirs = torch.from_numpy(lib(input_tensor=x, targets=None))  # None: each image's predicted class
+            assert torch.equal(lib.outputs.argmax(1), predicted)
+            gradient = lib.activations_and_grads.gradients[0]
+        spread = gradient.std(dim=(2, 3)).amax() / gradient.abs().amax()
+        assert spread > 0.1 if layer != "layer4" else spread < 1e-5  # layer4 feeds the pool: flat gradient
+        assert theirs.shape == ours.shape == (4, 32, 32)
+        assert (ours.amax(dim=(1, 2)) > ours.amin(dim=(1, 2))).all()  # no flat map: the comparison means something
+        assert_close(_minmax(ours), theirs, atol=1e-5, rtol=0, msg=f"{method} at {layer}")
 
 
 def test_hook_captured_gradient_is_the_one_used(monkeypatch):
