@@ -264,13 +264,18 @@ def test_torch_threads_refuses_what_is_not_a_positive_count(raw):
 
 
 def test_every_choice_has_its_meaning_where_it_lives():
+    from torch import nn
+
     from ignite_cifar import config_checks as choices
     from ignite_cifar.explain import gradcam
     from ignite_cifar.model import resnet as models
 
     assert tuple(models.BLOCKS) == choices.ARCHITECTURES
+    groups = {"layer": 1, "group": 8}  # LayerNorm over (C, H, W); GroupNorm with up to 32 groups, here 8 of 1
+    assert set(groups) == set(choices.NORMS)
     for norm in choices.NORMS:
-        assert models.norm_factory(norm)(8) is not None
+        built = models.norm_factory(norm)(8)
+        assert type(built) is nn.GroupNorm and (built.num_groups, built.num_channels) == (groups[norm], 8), norm
     for method in choices.CAM_METHODS:
         gradcam.GradCAM(models.build_model(width=0.0625), "layer4", method=method).release()
 

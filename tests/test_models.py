@@ -7,7 +7,9 @@ import torch
 from torch import nn
 
 from ignite_cifar.config import SHIPPED_CONFIGS, make_config, read_yaml
-from ignite_cifar.model.resnet import build_model
+from ignite_cifar.model.resnet import ResNet, build_model
+from ignite_cifar.model.standardized_conv import StandardizedConv2d
+from ignite_cifar.training.process import build_model_and_optimizer, resolve_precision
 
 
 def _params(model):
@@ -56,17 +58,30 @@ def _norm_layers(model):
     return [m for m in model.modules() if "norm" in type(m).__name__.lower()]
 
 
-@pytest.mark.parametrize("name", SHIPPED_CONFIGS)
-def test_shipped_configs_build_layernorm_models_without_batchnorm(name):
-    config = make_config(read_yaml(name))
-    model = build_model(config.model, num_classes=10, norm=config.norm, width=config.width)
-    for module in model.modules():
+@pytest.mark.parametrize("name", [None, *SHIPPED_CONFIGS])
+def test_the_trainers_model_for_each_shipped_config_has_layer_norm_only(name):
+    """Built as the trainer builds it (training/process.build_model_and_optimizer: configured_model with the
+    config's weight standardization, then idist.auto_model); None is the default config. No BatchNorm of any kind
+    (SyncBatchNorm and the lazy ones are _BatchNorm too), and every normalization layer is GroupNorm(1, C), a
+    LayerNorm over (C, H, W) with a per-channel affine, right after a convolution with C outputs."""
+    config = make_config(read_yaml(name) if name else {})
+    cpu = torch.device("cpu")
+    network = build_model_and_optimizer(config, 10, cpu, resolve_precision(config, cpu))
+    model = network.base_model
+    assert isinstance(model, ResNet)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert all(isinstance(c, StandardizedConv2d) == config.weight_standardization for c in convs)
+    for module in network.model.modules():
         assert not isinstance(module, nn.modules.batchnorm._BatchNorm), type(module)
         assert "batchnorm" not in type(module).__name__.lower(), type(module)
-    norms = _norm_layers(model)
+    norm_types = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm, nn.RMSNorm)
+    norms = [m for m in model.modules() if isinstance(m, norm_types)]
+    assert norms == _norm_layers(model)  # nothing normalizes under another name
     assert len(norms) == (20 if config.model == "resnet18" else 36)  # stem + 2 per block + 3 shortcuts
-    for m in norms:
-        assert type(m) is nn.GroupNorm and m.num_groups == 1, m
+    assert len(convs) == len(norms)
+    for conv, norm in zip(convs, norms, strict=True):  # module order: each norm follows its convolution
+        assert type(norm) is nn.GroupNorm and norm.num_groups == 1 and norm.affine, norm
+        assert norm.num_channels == conv.out_channels, (conv, norm)
 
 
 def test_every_layer_norm_follows_a_conv_with_matching_channels():
