@@ -68,7 +68,10 @@ def test_the_run_folder_comes_back_without_checkpoints(dry_run):
         assert f"headline/{name}" in names
     assert not any("checkpoints" in n for n in names)
     assert [r["epoch"] for r in history["epochs"]] == [1]
-    assert 0.0 <= history["final_test"]["test_accuracy"] <= 1.0
+    final = history["final_test"]  # of --test-subset 200: 20 images of each of the 10 classes
+    assert len(final["per_class_accuracy"]) == 10
+    assert 200 * final["test_accuracy"] == pytest.approx(round(200 * final["test_accuracy"]), abs=1e-6)
+    assert final["test_accuracy"] == pytest.approx(sum(final["per_class_accuracy"].values()) / 10)
 
 
 def test_the_report_names_the_machine_and_the_measured_figures(dry_run):
