@@ -88,7 +88,7 @@ def main(argv=None) -> None:
             f"model (test accuracy on the {len(predictions.labels)} images mined: {100 * predictions.accuracy:.2f}%), "
             "maps of the predicted class, 16 steps, fill 0 after normalization, baselines averaged over 3 random "
             "orders. Differences are per image, map minus random regions, as mean +- standard error over the images. "
-            f"Targets (issue 18): {TARGETS}.\n\n"
+            f"Targets: {TARGETS}.\n\n"
             "| images | layer | method | deletion AUC | random regions | random pixels | ratio to regions | "
             "deletion: map - regions | insertion AUC | random regions | random pixels | insertion: map - regions | "
             "Spearman after fc | after fc+layer4 |\n"

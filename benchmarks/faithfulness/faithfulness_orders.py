@@ -68,7 +68,7 @@ def main(argv=None) -> None:
             f"--repeats {' '.join(map(str, args.repeats))}`: the {len(x)} most confident test mistakes of that model "
             f"(test accuracy {100 * predictions.accuracy:.2f}%), layer4 gradcam, 16 steps, fill 0 after "
             f"normalization. Each cell: the mean over {args.seeds} baseline seeds (sd, range) of the mean over the "
-            f"images. The verdict's targets (issue 18): {TARGETS}.\n\n"
+            f"images. The verdict's targets: {TARGETS}.\n\n"
             "| orders per seed | " + " | ".join(COLUMNS) + " |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
     Path(args.out).write_text(text)
     print(f"wrote {args.out}")

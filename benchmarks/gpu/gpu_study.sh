@@ -17,8 +17,8 @@
 # Everything lands in $OUT: study.log, STUDY-GPU.md, study.json and runs.tar.gz (every finished run's folder
 # without its checkpoints). A run still going when the budget runs out gets a SIGTERM (it stops at a safe point
 # and saves a checkpoint) and is reported as unfinished, never as a result; recipes after it are reported as not
-# started. The run folders stay in GPU_STUDY_DIR (default runs/gpu-study, git-ignored, so a warm device machine
-# keeps it between calls): the same command again resumes the unfinished runs from their checkpoints, skips the
+# started. The run folders stay in GPU_STUDY_DIR (default runs/gpu-study, git-ignored, so the machine keeps it
+# between calls): the same command again resumes the unfinished runs from their checkpoints, skips the
 # finished ones and starts the rest.
 set -uo pipefail
 source "$(dirname "$0")/prelude.sh"
@@ -69,7 +69,7 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,m
 "$PY" benchmarks/gpu/gpu_report.py --env "$WORK/env.json" || exit 1
 
 if [ "${STUDY_FLAGS:-}" = auto ]; then
-  # Speed first (issue 43): does the captured step follow the schedules' lr, then the default's step at width 1.0,
+  # Speed first: does the captured step follow the schedules' lr, then the default's step at width 1.0,
   # batch 128, eager fp32 against bf16 and the captured (reduce-overhead) step; the study trains in the fastest
   # correct mode. Chosen once: a later call resumes its runs in the same mode ($RUNS/.study-flags).
   if [ -s "$RUNS/.study-flags" ]; then

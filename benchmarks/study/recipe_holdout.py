@@ -12,7 +12,7 @@ from typing import Any
 from recipe_rule import BASELINE, DEFAULT, HOLDOUT, pct, pooled_noise, recipe_accuracies, verdict
 
 PAIR = (DEFAULT, BASELINE)
-SEEDS_WANTED = 2  # the issue asked for two seeds of each held-out recipe
+SEEDS_WANTED = 2  # the held-out check wants two seeds of each held-out recipe
 
 
 def _cell(accs: list[float]) -> str:

@@ -40,8 +40,8 @@ from ignite_cifar.config import make_config
 from ignite_cifar.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
-# Long runs live outside the checkout: a new session may lay the work tree anew (runs/ in it lost a full-width
-# seed's checkpoints twice), but a machine handed back keeps its home folder. IGNITE_CIFAR_RUNS_HOME moves it.
+# Long runs live outside the repository, so that a fresh clone or a deleted work tree keeps them (runs/ in the
+# work tree goes with it). IGNITE_CIFAR_RUNS_HOME moves them.
 RUNS_HOME = Path(os.environ.get("IGNITE_CIFAR_RUNS_HOME") or Path.home() / ".cache" / "ignite-cifar")
 
 RECIPES = Path(__file__).resolve().parent / "recipes"
@@ -194,7 +194,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", help="the image folder (DIR/train/<class>, DIR/test/<class>) of the JPEG export")
     p.add_argument("--study-dir", default=str(RUNS_HOME / "study"),
-                   help="where the run folders and their logs go (default: %(default)s, outside the checkout)")
+                   help="where the run folders and their logs go (default: %(default)s, outside the repository)")
     p.add_argument("--only", nargs="+", metavar="NAME", help="only these variants (file names without .yaml)")
     p.add_argument("--dry", action="store_true", help="synthetic data, width 0.125, 2 epochs, small subsets; "
                                                      "the report goes into the study folder")

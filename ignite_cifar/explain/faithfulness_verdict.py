@@ -1,4 +1,4 @@
-"""The faithfulness scores judged against the issue's targets, and where a comparison of maps is undefined.
+"""The faithfulness scores judged against the project's targets, and where a comparison of maps is undefined.
 
 A constant map (GradCAM's output where every weighted activation is negative, or a model that diverged: the same
 map for every image) orders no pixel. Its Spearman correlation with any other map is undefined (faithfulness.spearman
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-# The issue's targets for a trained model (default layer and method, against random regions).
+# The project's targets for a trained model (default layer and method, against random regions).
 TARGETS = {"deletion_ratio_max": 0.75, "insertion_gain_min": 0.1, "spearman_after_layer4_max": 0.3}
 UNDEFINED = "undefined (constant maps)"
 
@@ -31,7 +31,7 @@ def sanity_means(stage: str, scores: dict[str, torch.Tensor], defined: torch.Ten
 
 
 def verdict(means: dict, baseline: str = "random_regions", constant: int = 0) -> dict:
-    """The issue's targets applied to `means`: faithful (deletion and insertion beat `baseline` by the margins)
+    """The targets applied to `means`: faithful (deletion and insertion beat `baseline` by the margins)
     and sane (Spearman after re-initializing fc and layer4 at most the limit; None when not measured, or undefined:
     every one of the maps constant, `constant` of them). `missed` says, for each faithfulness target not met, the
     measured value against the target, to four decimals (a gain of 0.0997 prints as +0.100 at three). `sanity`
