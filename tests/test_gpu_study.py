@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -32,14 +33,29 @@ def _study(tmp: Path, recipes: str, budget: int | None = None, lanes: str | None
 
 
 @pytest.fixture(scope="module")
-def dry_study(tmp_path_factory):
-    return _study(tmp_path_factory.mktemp("study"), "shipped")
+def calls(tmp_path_factory):
+    """One study folder called as a user would, three times: two recipes in two lanes with STUDY_FLAGS=auto (it
+    measures, picks a mode and trains an epoch of each), then again with 2 epochs planned (each run resumes in the
+    mode the first call chose), then once more (both finished: kept, nothing trained). The tests read what each
+    call left, so the study trains 4 tiny epochs for all of them."""
+    tmp = tmp_path_factory.mktemp("study")
+    first = _study(tmp, "shipped adam", lanes="2", flags="auto", out_name="call1")
+    second = _study(tmp, "shipped adam", lanes="2", flags="auto", epochs=2, out_name="call2")
+    third = _study(tmp, "shipped adam", lanes="2", flags="auto", epochs=2, out_name="call3")
+    for done, _ in (first, second, third):
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return {"tmp": tmp, "first": first[1], "second": second[1], "third": third[1]}
+
+
+@pytest.fixture(scope="module")
+def dry_study(calls):
+    """The first call: what its runs.tar.gz and report hold after one epoch of each recipe."""
+    return calls["first"]
 
 
 def test_dry_study_leaves_the_table_the_log_and_the_finished_run_without_checkpoints(dry_study):
-    done, out = dry_study
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert sorted(p.name for p in out.iterdir()) == ["STUDY-GPU.md", "runs.tar.gz", "study.json", "study.log"]
+    out = dry_study
+    assert {"STUDY-GPU.md", "runs.tar.gz", "study.json", "study.log"} <= {p.name for p in out.iterdir()}
     with tarfile.open(out / "runs.tar.gz") as tar:
         names = set(tar.getnames())
         history = json.loads(tar.extractfile("shipped/history.json").read())
@@ -61,48 +77,40 @@ def test_a_spent_budget_starts_nothing_and_reports_no_result(tmp_path):
     assert not (out / "runs.tar.gz").exists()
 
 
-def test_lanes_train_recipes_at_once_and_report_them_in_list_order(tmp_path):
-    done, out = _study(tmp_path, "shipped adam", lanes="2")
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    rows = json.loads((out / "study.json").read_text())
+def test_lanes_train_recipes_at_once_and_report_them_in_list_order(dry_study):
+    rows = json.loads((dry_study / "study.json").read_text())
     assert [(r["name"], r["finished"]) for r in rows] == [("shipped", True), ("adam", True)]
-    report = (out / "STUDY-GPU.md").read_text()
+    report = (dry_study / "STUDY-GPU.md").read_text()
     assert "up to 2 recipes trained at once on the one GPU" in report and "not of one run alone" in report
-    log = (out / "study.log").read_text()
+    log = (dry_study / "study.log").read_text()
     assert "[shipped] epoch 1/1" in log and "[adam] epoch 1/1" in log
 
 
-def test_the_same_command_again_resumes_an_unfinished_run_and_keeps_a_finished_one(tmp_path):
+def test_the_same_command_again_resumes_an_unfinished_run_and_keeps_a_finished_one(calls):
     """A run with fewer epochs than planned (as one cut off by the budget of the last call) is resumed from its
     checkpoint in the study folder, not started again; a finished one is kept and reported without training."""
-    assert _study(tmp_path, "shipped", out_name="call1")[0].returncode == 0
-    done, out = _study(tmp_path, "shipped", epochs=2, out_name="call2")
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    log = (out / "study.log").read_text()
+    log = (calls["second"] / "study.log").read_text()
     assert "train --resume" in log and "[shipped] epoch 2/2" in log and "[shipped] epoch 1/2" not in log
-    history = json.loads((tmp_path / "study" / "shipped" / "history.json").read_text())
+    history = json.loads((calls["tmp"] / "study" / "shipped" / "history.json").read_text())
     assert [r["epoch"] for r in history["epochs"]] == [1, 2] and "final_test" in history
-    assert json.loads((out / "study.json").read_text())[0]["finished"]
-    done, out = _study(tmp_path, "shipped", epochs=2, out_name="call3")
-    assert done.returncode == 0 and "shipped: finished in an earlier call, kept" in (out / "study.log").read_text()
-    row = json.loads((out / "study.json").read_text())[0]
+    assert json.loads((calls["second"] / "study.json").read_text())[0]["finished"]
+    assert "shipped: finished in an earlier call, kept" in (calls["third"] / "study.log").read_text()
+    row = json.loads((calls["third"] / "study.json").read_text())[0]
     assert row["finished"] and row["epochs_done"] == 2
 
 
-def test_auto_flags_measure_first_and_every_later_call_keeps_the_mode_they_chose(tmp_path):
+def test_auto_flags_measure_first_and_every_later_call_keeps_the_mode_they_chose(calls):
     """STUDY_FLAGS=auto: the captured step's lr check and a step matrix first, the runs in the mode it chose; the next
     call resumes them in that same mode instead of measuring again (a run's precision never changes halfway)."""
-    done, out = _study(tmp_path, "shipped", out_name="call1", flags="auto")
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert json.loads((out / "captured_lr.json").read_text())["passed"] and (out / "matrix.md").is_file()
-    mode = (tmp_path / "study" / ".study-flags").read_text().split()
+    first, second = calls["first"], calls["second"]
+    assert json.loads((first / "captured_lr.json").read_text())["passed"] and (first / "matrix.md").is_file()
+    mode = (calls["tmp"] / "study" / ".study-flags").read_text().split()
     assert mode[:1] == ["--amp"] and "--no-compile" in mode  # the dry matrix compiles nothing
-    log = (out / "study.log").read_text()
+    log = (first / "study.log").read_text()
     assert f"study mode: {' '.join(mode)}" in log and f"{' '.join(mode)} --config assignment" in log
-    done, out = _study(tmp_path, "shipped", epochs=2, out_name="call2", flags="auto")
-    log = (out / "study.log").read_text()
-    assert done.returncode == 0 and "the mode an earlier call chose, kept for its runs" in log
-    assert not (out / "matrix.md").exists() and f"--epochs 2 {' '.join(mode)}" in log
+    log = (second / "study.log").read_text()
+    assert "the mode an earlier call chose, kept for its runs" in log
+    assert not (second / "matrix.md").exists() and f"--epochs 2 {' '.join(mode)}" in log
 
 
 @pytest.mark.parametrize("lanes", ["0", "two"])
@@ -114,12 +122,13 @@ def test_a_bad_lane_count_is_refused_in_one_line(tmp_path, lanes):
 
 def _dry_runs(dry_study, tmp: Path, name: str, **changes) -> Path:
     """The dry study's finished run, unpacked under tmp/runs as `name`, its config.yaml changed by `changes`."""
-    _, out = dry_study
+    out = dry_study
     runs = tmp / "runs"
     runs.mkdir()
     with tarfile.open(out / "runs.tar.gz") as tar:
         tar.extractall(runs, filter="data")
     run = runs / name
+    shutil.rmtree(runs / "adam")  # the second recipe of the dry study: only the first is used here
     (runs / "shipped").rename(run)
     config = yaml.safe_load((run / "config.yaml").read_text())
     (run / "config.yaml").write_text(yaml.safe_dump({**config, **changes}))
