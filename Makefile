@@ -35,7 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/speed/throughput.py $(ARGS)
 
 DATA  ?=
-# Long runs go outside the checkout (~/.cache/ignite-cifar/, the scripts' default), so a new checkout resumes them;
+# Long runs go outside the repository (~/.cache/ignite-cifar/, the scripts' default), so a fresh clone resumes them;
 # STUDY=DIR or FULL_WIDTH_DIR=DIR put them elsewhere.
 STUDY ?=
 FULL_WIDTH_DIR ?=

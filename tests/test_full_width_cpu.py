@@ -79,8 +79,8 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, argv, words):
     assert not (tmp_path / "r").exists()
 
 
-def test_runs_live_outside_the_checkout_by_default_and_the_report_names_the_folder(tmp_path, monkeypatch):
-    """A new checkout lays the work tree anew: runs/ in it lost a seed's checkpoints twice, the home folder did not."""
+def test_runs_live_outside_the_repository_by_default_and_the_report_names_the_folder(tmp_path, monkeypatch):
+    """Hours of training must outlive the work tree: a fresh clone or a cleaned tree keeps the home folder."""
     for default in (full_width_cpu.parse_args([]).runs_dir, recipe_study.parse_args([]).study_dir):
         assert not Path(default).resolve().is_relative_to(REPO)
         assert Path(default).resolve().is_relative_to(recipe_study.RUNS_HOME.resolve())
