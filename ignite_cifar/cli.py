@@ -21,7 +21,7 @@ from ignite_cifar.config import (
     make_config,
     read_yaml,
 )
-from ignite_cifar.config_checks import CAM_METHODS, MISTAKE_ORDERS
+from ignite_cifar.config_checks import CAM_METHODS, MISTAKE_ORDERS, check_run_name
 from ignite_cifar.errors import MachineError, TrainingStopped, UserError
 
 CONFIG_HELP = (f"YAML file, or a shipped config: {', '.join(SHIPPED_CONFIGS)}; give it again to layer another on "
@@ -112,7 +112,10 @@ def _add_lr_find(sub) -> None:
 
 def given_flags(args: argparse.Namespace) -> dict[str, Any]:
     """The Config fields the user gave on the command line (field: value as typed), and only those."""
-    return {f.name: getattr(args, f.name) for f in fields(Config) if hasattr(args, f.name)}
+    given = {f.name: getattr(args, f.name) for f in fields(Config) if hasattr(args, f.name)}
+    if given.get("run_name") == "":  # --run-name "$UNSET": refused (in a YAML, '' is the default, a timestamp)
+        check_run_name("")
+    return given
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

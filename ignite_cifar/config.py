@@ -20,7 +20,9 @@ from ignite_cifar.config_checks import (
     NORMS,
     check_choices,
     check_combinations,
+    check_names,
     check_ranges,
+    check_run_name,
 )
 from ignite_cifar.errors import ConfigError
 
@@ -155,6 +157,7 @@ class Config:
         check_choices(self)
         check_ranges(self)
         check_combinations(self)
+        check_names(self)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -283,6 +286,12 @@ def saved_run_config(saved: Mapping[str, Any], *later: Mapping[str, Any]) -> Con
     updated by `later` (e.g. the flags given now). A field missing from `saved` was added to ignite-cifar after the
     run was trained, and the run had the original recipe's behaviour for it, which the assignment config pins field by
     field; today's default may differ (a run saved before weight standardization existed is rebuilt without it)."""
+    saved = dict(saved)
+    if isinstance(saved.get("run_name"), str) and saved["run_name"]:
+        try:
+            check_run_name(saved["run_name"])
+        except ConfigError:  # saved before run names were checked (its folder is known now): the name is history
+            del saved["run_name"]
     return make_config(read_yaml("assignment"), saved, *later)
 
 

@@ -4,6 +4,7 @@ can trust a Config. Torch-free, so that reading and checking a config imports no
 
 from __future__ import annotations
 
+import os
 from dataclasses import fields
 from typing import Any
 
@@ -80,3 +81,20 @@ def check_combinations(config: Any) -> None:
                           "--augment-on cpu")
     if config.compile_mode != "default" and not config.compile:
         raise ConfigError(f"compile_mode: {config.compile_mode} needs --compile")
+
+
+def check_run_name(name: str) -> None:
+    """A run name is one folder name, the run folder's inside --output-dir: not empty, no path separator, not '.' or
+    '..', not absolute (each of those would put the run folder elsewhere, or nowhere)."""
+    separators = {"/", os.sep, os.altsep} - {None}
+    if not name.strip():
+        raise ConfigError(f"run_name: {name!r} is empty: give a folder name, or leave --run-name out for a timestamp")
+    if name in (".", "..") or any(sep in name for sep in separators) or "\0" in name or os.path.isabs(name):
+        raise ConfigError(f"run_name: {name!r} is not a folder name: give one name without '/', other than '.' and "
+                          "'..' (the run folder goes inside --output-dir)")
+
+
+def check_names(config: Any) -> None:
+    """Names that become paths. An empty run_name is the default: a timestamped folder."""
+    if config.run_name:
+        check_run_name(config.run_name)

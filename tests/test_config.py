@@ -14,6 +14,7 @@ from ignite_cifar.config import (
     field_names,
     make_config,
     read_yaml,
+    saved_run_config,
 )
 from ignite_cifar.data.loaders import resolve_num_workers, resolve_torch_threads
 from ignite_cifar.errors import ConfigError
@@ -141,6 +142,27 @@ def test_bad_values_name_the_field(layer, field):
     with pytest.raises(ConfigError) as info:
         make_config(layer)
     assert field in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["../escaped", "/some/absolute/path", "a/b", "runs/", ".", "..", " ", "a\0b"])
+def test_a_run_name_is_one_folder_name(name):
+    with pytest.raises(ConfigError, match=r"^run_name: .* (is not a folder name|is empty)") as info:
+        make_config({"run_name": name})
+    assert repr(name) in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["adam", "run-1.5_seed 2", "..x", "x..", "~"])
+def test_a_folder_name_with_dots_or_spaces_is_a_run_name(name):
+    assert make_config({"run_name": name}).run_name == name
+
+
+def test_a_saved_run_keeps_working_when_its_name_predates_the_rule():
+    """A run started as --run-name sub/run before names were checked is still resumed and explained: its folder is
+    known, so the saved name is dropped, not refused."""
+    assert saved_run_config({"run_name": "sub/run", "epochs": 3}).run_name == ""
+    assert saved_run_config({"run_name": "kept"}).run_name == "kept"
+    with pytest.raises(ConfigError, match="run_name"):
+        saved_run_config({"run_name": "kept"}, {"run_name": "../given-now"})
 
 
 def test_unknown_choice_lists_the_choices():

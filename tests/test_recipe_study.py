@@ -122,6 +122,7 @@ def test_the_report_shows_dir_in_place_of_this_machines_data_folder(tmp_path):
 
 @pytest.mark.parametrize("argv, words", [
     (["--only", "nonesuch"], ["--only", "nonesuch", "shipped"]),
+    (["--only", "../shipped"], ["--only", "../shipped", "shipped"]),  # a run's name is a recipe file's, nothing else
     (["--data-dir", "/no/such/folder"], ["--data-dir", "/no/such/folder", "train/"]),
     ([], ["--data-dir", "not given"]),
 ])
