@@ -18,8 +18,9 @@ class CheckpointError(UserError):
 
 
 class MachineError(Exception):
-    """The machine failed a write (a full disk, a vanished folder, a file-size limit): exit code 1. The message
-    names the file and the cause, and, during training, the last good checkpoint."""
+    """The machine failed a write (a full disk, a vanished folder, a file-size limit) or killed a training process
+    (the OOM killer): exit code 1. The message names the file or the process and the cause, and, during training,
+    the last good checkpoint."""
 
     exit_code = 1
 

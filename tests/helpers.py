@@ -100,3 +100,29 @@ def write_real_archive(dest: Path, per_class: dict[str, int]) -> Path:
         for member in archive_members(src, per_class):
             out.addfile(member, src.extractfile(member) if member.isfile() else None)
     return dest
+
+
+KILL_RANK_1_AT = 8  # tiny_config's runs on 2 processes take 6 iterations an epoch: this is epoch 2's second
+
+
+def train_in_process_killing_rank_1(local_rank: int, plan, result) -> None:
+    """launch.train_in_process, except that process 1 kills itself with SIGKILL, as the kernel's OOM killer would,
+    when iteration KILL_RANK_1_AT starts. A test puts this in place of launch.train_in_process (the spawned processes
+    unpickle it from this module), so the package itself needs no hook for it."""
+    import signal
+
+    from ignite.engine import Events
+
+    from ignite_cifar.training import engines, launch
+
+    if local_rank == 1:
+        real = engines.create_trainer
+
+        def create_trainer(*args, **kwargs):
+            trainer = real(*args, **kwargs)
+            trainer.add_event_handler(Events.ITERATION_STARTED(once=KILL_RANK_1_AT),
+                                      lambda _: os.kill(os.getpid(), signal.SIGKILL))
+            return trainer
+
+        engines.create_trainer = create_trainer
+    launch.train_in_process(local_rank, plan, result)

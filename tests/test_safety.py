@@ -21,7 +21,7 @@ from ignite_cifar.errors import CheckpointError, MachineError, TrainingStopped
 from ignite_cifar.training import engines
 from ignite_cifar.training.launch import train
 
-from .helpers import REPO, tiny_config, write_huge_png
+from .helpers import REPO, tiny_config, train_in_process_killing_rank_1, write_huge_png
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
@@ -197,6 +197,31 @@ def test_bad_input_exits_2_with_one_line_and_touches_nothing(case, tmp_path, ear
     assert code == 2 and err.count("\n") == 0 and err.startswith("ignite-cifar: error:"), err
     assert "Traceback" not in err and all(w in err for w in words), (words, err)
     assert _snapshot(earlier_run.parent) == before
+
+
+@pytest.mark.parametrize("command, given, name", [
+    ("train", ["--run-name", "../escaped"], "../escaped"),
+    ("train", ["--run-name", "{tmp}/absolute"], "{tmp}/absolute"),
+    ("train", ["--run-name", "nested/run"], "nested/run"),
+    ("train", ["--run-name", ".."], ".."),
+    ("train", ["--run-name", "."], "."),
+    ("train", ["--run-name", ""], ""),
+    ("train", ["--config", "{tmp}/escape.yaml"], "../escaped"),  # a YAML's run_name (make train ARGS=... too)
+    ("lr-find", ["--run-name", "../escaped", "--num-iter", "3"], "../escaped"),
+])
+def test_a_run_name_that_is_not_one_folder_name_is_refused_before_anything_is_written(tmp_path, capsys, command,
+                                                                                      given, name):
+    """A run name is the run folder's name inside --output-dir: '../escaped' or an absolute path put it elsewhere
+    (they used to, exit 0). Refused in one line, exit 2, nothing written anywhere."""
+    (tmp_path / "escape.yaml").write_text("run_name: ../escaped\n")
+    tiny = ["--dataset", "synthetic", "--width", "0.0625", "--epochs", "1", "--num-workers", "0", "--train-subset",
+            "100", "--test-subset", "50", "--no-explain-at-end", "--output-dir", str(tmp_path / "work" / "runs")]
+    code = cli.main([command, *tiny, *(arg.format(tmp=tmp_path) for arg in given)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and "Traceback" not in err, err
+    assert err.startswith(f"ignite-cifar: error: run_name: {name.format(tmp=tmp_path)!r} is "), err
+    assert ("leave --run-name out" if not name else "the run folder goes inside --output-dir") in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["escape.yaml"]
 
 
 def test_bad_master_port_exits_2_before_anything_is_written(tmp_path, monkeypatch, capsys):
@@ -465,6 +490,48 @@ def test_two_processes_stop_on_sigterm_to_the_launcher_and_resume_in_step(tmp_pa
     assert [r["epoch"] for r in history["epochs"]] == list(range(1, done + 3))
     checksums = history["distributed"]["replica_checksums"]
     assert checksums[0] == checksums[1]
+
+
+def test_a_process_killed_like_out_of_memory_ends_in_one_line_and_the_run_resumes(tmp_path, monkeypatch, capfd):
+    """Process 1 of 2 dies of SIGKILL in epoch 2, as under the kernel's OOM killer (helpers.
+    train_in_process_killing_rank_1): the launcher stops the other and says in one line which one died, how, and
+    the --resume command (it was torch's ProcessExitedException traceback); resumed, the run completes."""
+    import multiprocessing
+
+    from ignite_cifar.config import dump_yaml
+    from ignite_cifar.training import launch
+
+    config = tmp_path / "ddp.yaml"
+    config.write_text(dump_yaml(tiny_config(tmp_path, run_name="killed", nproc_per_node=2, backend="gloo",
+                                            explain_at_end=False).to_dict()))
+    monkeypatch.setattr(launch, "train_in_process", train_in_process_killing_rank_1)
+    assert cli.main(["train", "--config", str(config)]) == 1
+    err = capfd.readouterr().err  # the spawned processes' output too
+    run_dir = tmp_path / "runs" / "killed"
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == (
+        "ignite-cifar: error: training process 1 of 2 was killed by signal 9 (SIGKILL, possibly out of memory); the "
+        f"other was stopped. Last good checkpoint: {run_dir / 'checkpoints' / 'last_checkpoint_6.pt'}. Resume with: "
+        f"python -m ignite_cifar train --resume {run_dir} (--debug shows the traceback)"), err
+    assert not multiprocessing.active_children()
+    monkeypatch.undo()
+    assert cli.main(["train", "--resume", str(run_dir)]) == 0
+    history = json.loads((run_dir / "history.json").read_text())
+    assert [r["epoch"] for r in history["epochs"]] == [1, 2] and history["epochs"][-1]["iteration"] == 12
+
+
+def test_a_process_that_dies_otherwise_is_named_with_its_signal_or_exit_code(tmp_path):
+    from types import SimpleNamespace
+
+    from torch.multiprocessing.spawn import ProcessExitedException
+
+    from ignite_cifar.training.launch import _died
+
+    plan = SimpleNamespace(config=SimpleNamespace(nproc_per_node=4), run_dir=tmp_path / "not-started")
+    assert str(_died(plan, ProcessExitedException("", 2, 99, exit_code=3))) == (
+        "training process 2 of 4 exited with code 3 without an error; the others were stopped. Last good checkpoint: "
+        "none (still in epoch 1)")
+    assert str(_died(plan, ProcessExitedException("", 0, 99, exit_code=-11, signal_name="SIGSEGV"))).startswith(
+        "training process 0 of 4 was killed by signal 11 (SIGSEGV); the others were stopped.")
 
 
 def test_a_signal_in_the_last_epoch_leaves_a_finished_run_to_explain(tmp_path, monkeypatch, capsys):

@@ -2,7 +2,8 @@
 
 One process, `--nproc-per-node N` spawned ones, or torchrun's: the same per-process function (trainer.py) runs in
 each. Spawned processes report how they stopped through a small outcome file, which the launcher turns back into
-the usual one-line error or stop.
+the usual one-line error or stop; a process that dies without a word (the OOM killer's SIGKILL) is named in one line
+too.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import gc
 import json
 import logging
 import os
+import signal
 import socket
 import tempfile
 from pathlib import Path
@@ -54,7 +56,9 @@ def train(config: Config, resume: ResumePlan | None = None) -> dict[str, Any]:
     try:
         with launcher_signals(), idist.Parallel(backend=_backend(config), **spawn) as parallel:
             parallel.run(train_in_process, plan, result)
-    except (ProcessRaisedException, ProcessExitedException):
+    except ProcessExitedException as exc:  # it died without an exception: nothing it could report
+        raise _died(plan, exc) from None
+    except ProcessRaisedException:
         reported = _read_outcome(plan.outcome_file)
         if reported is None:
             raise
@@ -148,6 +152,25 @@ def _read_outcome(path: str) -> Exception | None:
     if data["kind"] == "machine":
         return MachineError(data["message"])
     return UserError(data["message"])
+
+
+def _died(plan: LaunchPlan, exc: ProcessExitedException) -> MachineError:
+    """A spawned process that died of a signal (SIGKILL: the kernel's OOM killer, say) or exited with a code and no
+    exception, in one line: which one, how, and where the run goes on from. torch's join has stopped the others."""
+    n = plan.config.nproc_per_node
+    if exc.exit_code < 0:
+        signum = -exc.exit_code
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = "an unknown signal"
+        how = f"was killed by signal {signum} ({name}{', possibly out of memory' if signum == signal.SIGKILL else ''})"
+    else:
+        how = f"exited with code {exc.exit_code} without an error"
+    kept = files.find_checkpoint(plan.run_dir)
+    return MachineError(f"training process {exc.error_index} of {n} {how}; the other{'s were' if n > 2 else ' was'} "
+                        f"stopped. Last good checkpoint: {kept or 'none (still in epoch 1)'}"
+                        + (f". Resume with: python -m ignite_cifar train --resume {plan.run_dir}" if kept else ""))
 
 
 def _summary_from_disk(plan: LaunchPlan) -> dict[str, Any]:
