@@ -144,6 +144,16 @@ def move_aside(run_dir: Path) -> Path:
     return target
 
 
+def _wait_in_slices(child: subprocess.Popen) -> int:
+    """The child's exit code. A signal that another thread of this process takes leaves a blocking wait asleep and
+    the handler unrun until the child exits by itself; waiting a second at a time runs the handler within one."""
+    while True:
+        try:
+            return child.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def run_logged(cmd: list[str], log_path: Path) -> int:
     """Run one CLI call with its output appended to log_path; a SIGTERM or Ctrl-C sent to the study is passed on
     to it (the CLI stops at a safe point and leaves a checkpoint) and the study waits for it.
@@ -163,7 +173,7 @@ def run_logged(cmd: list[str], log_path: Path) -> int:
 
         previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            code = child.wait()
+            code = _wait_in_slices(child)
             return 128 + received[0] if received else code
         finally:
             for s, handler in previous.items():
