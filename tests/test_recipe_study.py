@@ -4,11 +4,11 @@ a run killed before its first checkpoint, and writes the report into the study f
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
+import subprocess
 import sys
-import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -175,15 +175,18 @@ def test_wall_time_adds_the_segments_of_a_resumed_run():
 
 def test_a_signal_stops_the_study_even_when_the_run_dies_of_it(tmp_path):
     """A SIGTERM that reaches a CLI still starting up kills it (exit -15) instead of a clean 143: the study must
-    stop all the same, not go on to the next variant."""
-    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM))
-    timer.start()
-    try:
-        code = recipe_study.run_logged([sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "x.log")
-    finally:
-        timer.cancel()
-    assert code == 128 + signal.SIGTERM
-    assert "time.sleep(60)" in (tmp_path / "x.log").read_text()
+    stop all the same, not go on to the next variant. The study runs as its own process, as a user starts it."""
+    log = tmp_path / "x.log"
+    study = (f"import sys; sys.path.insert(0, {str(recipe_study.RECIPES.parent)!r}); import recipe_study; "
+             f"print(recipe_study.run_logged([sys.executable, '-c', 'import time; time.sleep(60)'], "
+             f"__import__('pathlib').Path({str(log)!r})))")
+    proc = subprocess.Popen([sys.executable, "-c", study], stdout=subprocess.PIPE, text=True)
+    while "time.sleep(60)" not in (log.read_text() if log.exists() else ""):  # its child has been started
+        assert proc.poll() is None, "the study ended before starting its child"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate()
+    assert proc.returncode == 0 and out.strip() == str(128 + signal.SIGTERM)
 
 
 def test_a_run_stopped_by_a_signal_stops_the_loop_after_its_report(tmp_path, monkeypatch, capsys):

@@ -160,24 +160,28 @@ def run_logged(cmd: list[str], log_path: Path) -> int:
 
     Returns the CLI's exit code, or 128 + the signal's number when the study received one: the study stops then,
     however the CLI ended (a CLI still starting up dies of the signal, exit -15, instead of stopping cleanly)."""
-    with log_path.open("a") as log:
-        log.write(f"\n==> {dt.datetime.now():%Y-%m-%d %H:%M:%S} {shown(cmd)}\n")
-        log.flush()
-        child = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-        received: list[int] = []
+    received: list[int] = []
+    child: subprocess.Popen | None = None
 
-        def forward(signum, frame):
-            received.append(signum)
-            if child.poll() is None:
-                child.send_signal(signum)
+    def forward(signum, frame):
+        received.append(signum)
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)
 
-        previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
+    # the handlers come first: a signal while the CLI is being started still reaches it and stops the study
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with log_path.open("a") as log:
+            log.write(f"\n==> {dt.datetime.now():%Y-%m-%d %H:%M:%S} {shown(cmd)}\n")
+            log.flush()
+            child = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+            if received:
+                child.send_signal(received[0])
             code = _wait_in_slices(child)
-            return 128 + received[0] if received else code
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+        return 128 + received[0] if received else code
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def step(variant: Variant, study_dir: Path, setting: dict[str, Any]) -> tuple[str, int]:
