@@ -39,9 +39,9 @@ def calls(tmp_path_factory):
     mode the first call chose), then once more (both finished: kept, nothing trained). The tests read what each
     call left, so the study trains 4 tiny epochs for all of them."""
     tmp = tmp_path_factory.mktemp("study")
-    first = _study(tmp, "shipped adam", lanes="2", flags="auto", out_name="call1")
-    second = _study(tmp, "shipped adam", lanes="2", flags="auto", epochs=2, out_name="call2")
-    third = _study(tmp, "shipped adam", lanes="2", flags="auto", epochs=2, out_name="call3")
+    first = _study(tmp, "assignment adam", lanes="2", flags="auto", out_name="call1")
+    second = _study(tmp, "assignment adam", lanes="2", flags="auto", epochs=2, out_name="call2")
+    third = _study(tmp, "assignment adam", lanes="2", flags="auto", epochs=2, out_name="call3")
     for done, _ in (first, second, third):
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return {"tmp": tmp, "first": first[1], "second": second[1], "third": third[1]}
@@ -58,43 +58,43 @@ def test_dry_study_leaves_the_table_the_log_and_the_finished_run_without_checkpo
     assert {"STUDY-GPU.md", "runs.tar.gz", "study.json", "study.log"} <= {p.name for p in out.iterdir()}
     with tarfile.open(out / "runs.tar.gz") as tar:
         names = set(tar.getnames())
-        history = json.loads(tar.extractfile("shipped/history.json").read())
-        config = yaml.safe_load(tar.extractfile("shipped/config.yaml"))
-    assert "shipped/gradcam.png" in names and not any("checkpoints" in n for n in names)
+        history = json.loads(tar.extractfile("assignment/history.json").read())
+        config = yaml.safe_load(tar.extractfile("assignment/config.yaml"))
+    assert "assignment/gradcam.png" in names and not any("checkpoints" in n for n in names)
     assert config["derived"]["augment_on"] == "device" and config["epochs"] == 1
     report = (out / "STUDY-GPU.md").read_text()
     assert "DRY RUN" in report and "Unfinished" not in report
     accuracy = history["final_test"]["test_accuracy"]
-    assert f"| shipped | 42 | **{100 * accuracy:.2f}%** |" in report
+    assert f"| assignment | 42 | **{100 * accuracy:.2f}%** |" in report
 
 
 def test_a_spent_budget_starts_nothing_and_reports_no_result(tmp_path):
-    done, out = _study(tmp_path, "shipped adam", budget=0)
+    done, out = _study(tmp_path, "assignment adam", budget=0)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = (out / "STUDY-GPU.md").read_text()
-    assert "- shipped: not started: the time budget was spent" in report and "- adam: not started" in report
+    assert "- assignment: not started: the time budget was spent" in report and "- adam: not started" in report
     assert "**" not in report  # no accuracy anywhere
     assert not (out / "runs.tar.gz").exists()
 
 
 def test_lanes_train_recipes_at_once_and_report_them_in_list_order(dry_study):
     rows = json.loads((dry_study / "study.json").read_text())
-    assert [(r["name"], r["finished"]) for r in rows] == [("shipped", True), ("adam", True)]
+    assert [(r["name"], r["finished"]) for r in rows] == [("assignment", True), ("adam", True)]
     report = (dry_study / "STUDY-GPU.md").read_text()
     assert "up to 2 recipes trained at once on the one GPU" in report and "not of one run alone" in report
     log = (dry_study / "study.log").read_text()
-    assert "[shipped] epoch 1/1" in log and "[adam] epoch 1/1" in log
+    assert "[assignment] epoch 1/1" in log and "[adam] epoch 1/1" in log
 
 
 def test_the_same_command_again_resumes_an_unfinished_run_and_keeps_a_finished_one(calls):
     """A run with fewer epochs than planned (as one cut off by the budget of the last call) is resumed from its
     checkpoint in the study folder, not started again; a finished one is kept and reported without training."""
     log = (calls["second"] / "study.log").read_text()
-    assert "train --resume" in log and "[shipped] epoch 2/2" in log and "[shipped] epoch 1/2" not in log
-    history = json.loads((calls["tmp"] / "study" / "shipped" / "history.json").read_text())
+    assert "train --resume" in log and "[assignment] epoch 2/2" in log and "[assignment] epoch 1/2" not in log
+    history = json.loads((calls["tmp"] / "study" / "assignment" / "history.json").read_text())
     assert [r["epoch"] for r in history["epochs"]] == [1, 2] and "final_test" in history
     assert json.loads((calls["second"] / "study.json").read_text())[0]["finished"]
-    assert "shipped: finished in an earlier call, kept" in (calls["third"] / "study.log").read_text()
+    assert "assignment: finished in an earlier call, kept" in (calls["third"] / "study.log").read_text()
     row = json.loads((calls["third"] / "study.json").read_text())[0]
     assert row["finished"] and row["epochs_done"] == 2
 
@@ -115,7 +115,7 @@ def test_auto_flags_measure_first_and_every_later_call_keeps_the_mode_they_chose
 
 @pytest.mark.parametrize("lanes", ["0", "two"])
 def test_a_bad_lane_count_is_refused_in_one_line(tmp_path, lanes):
-    done, out = _study(tmp_path, "shipped", lanes=lanes)
+    done, out = _study(tmp_path, "assignment", lanes=lanes)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [f"gpu_study: STUDY_LANES must be a whole number >= 1, got '{lanes}'"]
 
@@ -129,7 +129,7 @@ def _dry_runs(dry_study, tmp: Path, name: str, **changes) -> Path:
         tar.extractall(runs, filter="data")
     run = runs / name
     shutil.rmtree(runs / "adam")  # the second recipe of the dry study: only the first is used here
-    (runs / "shipped").rename(run)
+    (runs / "assignment").rename(run)
     config = yaml.safe_load((run / "config.yaml").read_text())
     (run / "config.yaml").write_text(yaml.safe_dump({**config, **changes}))
     return runs

@@ -20,7 +20,7 @@ def _summaries(accuracies: dict[str, float], state: str = "finished") -> dict[st
 
 def test_the_rule_compares_recipe_means_with_twice_the_larger_standard_deviation():
     text = recipe_rule.noise_section(_summaries({
-        "shipped": 0.80, "shipped-seed2": 0.79, "shipped-seed3": 0.81,  # mean 0.80, std 0.01
+        "assignment": 0.80, "assignment-seed2": 0.79, "assignment-seed3": 0.81,  # mean 0.80, std 0.01
         "a": 0.825, "a-seed2": 0.835,  # mean 0.83, std 0.00707: +3.00 > 2 x the pooled 0.0106
         "b": 0.82, "b-seed2": 0.80,  # mean 0.81, std 0.01414: +1.00 < 2 x 0.01414
         "c": 0.819,  # one seed: +1.90 against twice the pooled noise (more than the range 2.00)
@@ -44,13 +44,13 @@ def test_the_pooled_noise_is_each_seeds_distance_from_its_own_recipes_mean():
 
 def test_every_recipe_is_judged_against_the_default_with_the_pooled_noise_as_a_floor():
     text = recipe_rule.noise_section(_summaries({
-        "shipped": 0.80, "shipped-seed2": 0.79, "shipped-seed3": 0.81,  # std 0.01, range 0.02
+        "assignment": 0.80, "assignment-seed2": 0.79, "assignment-seed3": 0.81,  # std 0.01, range 0.02
         recipe_rule.DEFAULT: 0.835, f"{recipe_rule.DEFAULT}-seed2": 0.833,  # mean 0.834, std 0.0014, range 0.002
         "x": 0.85,  # one seed: +1.60 against twice the pooled noise
-        "y": 0.852, "y-seed2": 0.850,  # mean 0.851: +1.70 > 2 x the pooled noise, under 2 x shipped's std
+        "y": 0.852, "y-seed2": 0.850,  # mean 0.851: +1.70 > 2 x the pooled noise, under 2 x assignment's std
         "a": 0.818,  # judged against the default all the same: -1.60
     }))
-    # pooled: squares 2e-4 (shipped) + 2e-6 (the default) + 2e-6 (y) over 2 + 1 + 1 degrees of freedom: 0.00714
+    # pooled: squares 2e-4 (assignment) + 2e-6 (the default) + 2e-6 (y) over 2 + 1 + 1 degrees of freedom: 0.00714
     floor = (2.04e-4 / 4) ** 0.5
     assert f"standard deviation {100 * floor:.2f} points (4 degrees of freedom)" in text
     margin = f"{200 * floor:.2f}"
@@ -59,14 +59,14 @@ def test_every_recipe_is_judged_against_the_default_with_the_pooled_noise_as_a_f
     assert f"| +1.70 | {margin} | wins |" in text
     assert next(line for line in text.splitlines() if line.startswith("| a |")).endswith(
         f"| -1.60 | {margin} | worse, beyond the noise (one seed: provisional until a second seed agrees) |")
-    assert "| y | 48: 85.20, 49: 85.00 | 85.10 | 0.14 | +5.10 | 2.00 | wins |" in text  # shipped's own std rules
+    assert "| y | 48: 85.20, 49: 85.00 | 85.10 | 0.14 | +5.10 | 2.00 | wins |" in text  # assignment's own std rules
     assert "the study's pooled seed noise" in text
     rows = [line for line in text.splitlines() if line.startswith("|")]
     assert len({row.count("|") for row in rows}) == 1  # every row has the header's cells
 
 
 def test_a_recipe_outside_the_assignments_rules_is_marked_and_never_wins_the_default():
-    summaries = _summaries({"shipped": 0.80, "shipped-seed2": 0.79, "shipped-seed3": 0.81,
+    summaries = _summaries({"assignment": 0.80, "assignment-seed2": 0.79, "assignment-seed3": 0.81,
                             recipe_rule.DEFAULT: 0.835, f"{recipe_rule.DEFAULT}-seed2": 0.833,
                             "combination-flip": 0.87, "combination-flip-seed2": 0.868})
     for name in ("combination-flip", "combination-flip-seed2"):
@@ -79,22 +79,22 @@ def test_a_recipe_outside_the_assignments_rules_is_marked_and_never_wins_the_def
 
 
 def test_the_rule_waits_for_two_baseline_seeds_and_ignores_unfinished_runs():
-    one_seed = recipe_rule.noise_section(_summaries({"shipped": 0.80, "a": 0.90}))
+    one_seed = recipe_rule.noise_section(_summaries({"assignment": 0.80, "a": 0.90}))
     assert "| +10.00 | - | no noise measured yet |" in one_seed and "| wins |" not in one_seed
-    unfinished = _summaries({"shipped": 0.80, "shipped-seed2": 0.78})
-    unfinished["shipped-seed2"]["state"] = "unfinished"
+    unfinished = _summaries({"assignment": 0.80, "assignment-seed2": 0.78})
+    unfinished["assignment-seed2"]["state"] = "unfinished"
     assert "over 1 seed(s)" in recipe_rule.noise_section(unfinished)
 
 
 def test_the_held_out_check_sets_the_gap_it_measured_beside_the_one_the_default_was_chosen_by():
     recipe_holdout = load_benchmark("recipe_holdout")
-    chosen = {"shipped": 0.80, "shipped-seed2": 0.81,
+    chosen = {"assignment": 0.80, "assignment-seed2": 0.81,
               "combination-weight-std": 0.85, "combination-weight-std-seed2": 0.86}
     text = recipe_holdout.holdout_section(_summaries(chosen))
     assert "| the test split (how the default was chosen) | 85.50 (2 seeds) | 80.50 (2 seeds) | +5.00 |" in text
     assert "| 5,000 training images held out" in text and "| - | - | - | not measured yet |" in text
     assert "Not decided yet: 0 of 4 held-out runs have finished." in text
-    held = {"combination-weight-std-holdout": 0.84, "shipped-holdout": 0.80, "shipped-holdout-seed2": 0.82}
+    held = {"combination-weight-std-holdout": 0.84, "assignment-holdout": 0.80, "assignment-holdout-seed2": 0.82}
     text = recipe_holdout.holdout_section(_summaries({**chosen, **held}))
     assert "| 84.00 (1 seed) | 81.00 (2 seeds) | +3.00 |" in text
     assert "the gap is +3.00 points, -2.00 from the +5.00 the default was chosen by (3 of 4 held-out runs" in text
@@ -102,9 +102,10 @@ def test_the_held_out_check_sets_the_gap_it_measured_beside_the_one_the_default_
 
 def test_held_out_recipes_count_in_the_noise_but_are_not_judged_against_rows_trained_on_more_images():
     text = recipe_rule.noise_section(_summaries({
-        "shipped": 0.80, "shipped-seed2": 0.79, recipe_rule.DEFAULT: 0.835,
-        "shipped-holdout": 0.76, "shipped-holdout-seed2": 0.78}))  # 45,000 images: it would "lose" to shipped
-    assert not any(line.startswith("| shipped-holdout") for line in text.splitlines())
+        "assignment": 0.80, "assignment-seed2": 0.79, recipe_rule.DEFAULT: 0.835,
+        "assignment-holdout": 0.76, "assignment-holdout-seed2": 0.78}))  # 45,000 images: it would "lose" to assignment
+    assert not any(line.startswith("| assignment-holdout") for line in text.splitlines())
     assert "pooled over the 2 recipes with two or more seeds" in text
-    assert "Not in this table: `shipped-holdout`, trained on 45,000 images" in text
-    assert "Not in this table" not in recipe_rule.noise_section(_summaries({"shipped": 0.80, "shipped-seed2": 0.79}))
+    assert "Not in this table: `assignment-holdout`, trained on 45,000 images" in text
+    seeds_only = _summaries({"assignment": 0.80, "assignment-seed2": 0.79})
+    assert "Not in this table" not in recipe_rule.noise_section(seeds_only)

@@ -22,7 +22,7 @@ load_benchmark("recipe_rule")  # recipe_report imports it
 recipe_report = load_benchmark("recipe_report")
 recipe_study = load_benchmark("recipe_study")
 
-VARIANTS = ["shipped", "adam"]
+VARIANTS = ["assignment", "adam"]
 
 
 def _study(study_dir: Path, capsys, *extra: str) -> tuple[int, str]:
@@ -37,10 +37,10 @@ def _history(run_dir: Path) -> dict:
 
 def test_every_variant_file_names_what_it_changes_and_is_a_valid_config():
     variants = {v.name: v for v in recipe_study.load_variants()}
-    assert {"shipped", "shipped-seed2", "zero-init", "label-smoothing", "gentle-plateau", "adam",
+    assert {"assignment", "assignment-seed2", "zero-init", "label-smoothing", "gentle-plateau", "adam",
             "warmup", "ema", "combination"} <= set(variants)
     assert all(v.about for v in variants.values())
-    assert variants["shipped"].overrides == {} and variants["shipped-seed2"].overrides == {"seed": 43}
+    assert variants["assignment"].overrides == {} and variants["assignment-seed2"].overrides == {"seed": 43}
     assert variants["adam"].overrides == {"optimizer": "adam", "lr": 0.001, "weight_decay": 0.0001}
 
 
@@ -51,9 +51,9 @@ def test_a_variant_is_described_by_all_its_leading_comment_lines():
 
 
 def test_baselines_run_first_and_the_combination_last(tmp_path):
-    names = ["zero-init", "combination", "adam", "shipped-seed2", "shipped"]
+    names = ["zero-init", "combination", "adam", "assignment-seed2", "assignment"]
     ordered = sorted((tmp_path / f"{n}.yaml" for n in names), key=recipe_study._run_order)
-    assert [p.stem for p in ordered] == ["shipped", "shipped-seed2", "adam", "zero-init", "combination"]
+    assert [p.stem for p in ordered] == ["assignment", "assignment-seed2", "adam", "zero-init", "combination"]
 
 
 def test_study_resumes_starts_skips_and_restarts(tmp_path, capsys):
@@ -61,7 +61,7 @@ def test_study_resumes_starts_skips_and_restarts(tmp_path, capsys):
     committed = [recipe_study.RECIPES.parent / name for name in (recipe_report.REPORT, recipe_report.CURVES)]
     committed += sorted(recipe_report.RECORDS.glob("*.json"))
     committed_before = [p.read_bytes() if p.exists() else None for p in committed]
-    # adam stopped after its first epoch (what a kill between epochs leaves); shipped not begun
+    # adam stopped after its first epoch (what a kill between epochs leaves); assignment not begun
     variant = next(v for v in recipe_study.load_variants(["adam"]))
     cmd = recipe_study.train_command(variant, study_dir, recipe_study.DRY_FLAGS) + ["--epochs", "1"]
     assert cmd[1:4] == ["-m", "ignite_cifar", "train"]
@@ -70,7 +70,7 @@ def test_study_resumes_starts_skips_and_restarts(tmp_path, capsys):
     assert len(first_epoch) == 1
 
     code, out = _study(study_dir, capsys)
-    assert code == 0 and "adam: resumed after epoch 1" in out and "shipped: started" in out
+    assert code == 0 and "adam: resumed after epoch 1" in out and "assignment: started" in out
     epochs = recipe_study.DRY_FLAGS["epochs"]
     for name in VARIANTS:
         history = _history(study_dir / name)
@@ -81,7 +81,7 @@ def test_study_resumes_starts_skips_and_restarts(tmp_path, capsys):
     config = (study_dir / "adam" / "config.yaml").read_text()
     assert "optimizer: adam" in config and "width: 0.0625" in config
     report = (study_dir / recipe_report.REPORT).read_text()
-    assert "| shipped | finished | 42 | fp32 |" in report and "| adam | finished |" in report
+    assert "| assignment | finished | 42 | fp32 |" in report and "| adam | finished |" in report
     assert "| zero-init | not started |" in report and (study_dir / recipe_report.CURVES).stat().st_size > 0
     records = sorted(p.stem for p in (study_dir / "recipe-runs").glob("*.json"))
     assert records == sorted(VARIANTS)
@@ -91,25 +91,25 @@ def test_study_resumes_starts_skips_and_restarts(tmp_path, capsys):
     before = {n: (study_dir / n / "history.json").read_bytes() for n in VARIANTS}
     logs = {n: (study_dir / f"{n}.log").read_text() for n in VARIANTS}
     code, out = _study(study_dir, capsys)
-    assert code == 0 and "shipped: skipped (finished)" in out and "adam: skipped (finished)" in out
+    assert code == 0 and "assignment: skipped (finished)" in out and "adam: skipped (finished)" in out
     assert {n: (study_dir / n / "history.json").read_bytes() for n in VARIANTS} == before
     assert {n: (study_dir / f"{n}.log").read_text() for n in VARIANTS} == logs
 
-    # shipped as a kill before its first checkpoint leaves it: moved aside and started again
-    shutil.rmtree(study_dir / "shipped" / "checkpoints")
+    # assignment as a kill before its first checkpoint leaves it: moved aside and started again
+    shutil.rmtree(study_dir / "assignment" / "checkpoints")
     code, out = _study(study_dir, capsys)
-    assert code == 0 and "shipped: started (moved the folder without a checkpoint to" in out
+    assert code == 0 and "assignment: started (moved the folder without a checkpoint to" in out
     assert "adam: skipped (finished)" in out
-    assert len(list((study_dir / "aborted").glob("shipped-*"))) == 1
-    assert len(_history(study_dir / "shipped")["epochs"]) == epochs
+    assert len(list((study_dir / "aborted").glob("assignment-*"))) == 1
+    assert len(_history(study_dir / "assignment")["epochs"]) == epochs
 
 
 def test_report_only_trains_nothing_and_shows_the_noise_rule(tmp_path, capsys):
     code, out = _study(tmp_path / "empty", capsys, "--report-only")
     assert code == 0 and "started" not in out
     report = (tmp_path / "empty" / recipe_report.REPORT).read_text()
-    assert "| shipped | not started |" in report and "twice" in report and "--val-split 0" in report
-    assert not (tmp_path / "empty" / "shipped").exists()
+    assert "| assignment | not started |" in report and "twice" in report and "--val-split 0" in report
+    assert not (tmp_path / "empty" / "assignment").exists()
 
 
 def test_the_report_shows_dir_in_place_of_this_machines_data_folder(tmp_path):
@@ -121,8 +121,9 @@ def test_the_report_shows_dir_in_place_of_this_machines_data_folder(tmp_path):
 
 
 @pytest.mark.parametrize("argv, words", [
-    (["--only", "nonesuch"], ["--only", "nonesuch", "shipped"]),
-    (["--only", "../shipped"], ["--only", "../shipped", "shipped"]),  # a run's name is a recipe file's, nothing else
+    (["--only", "nonesuch"], ["--only", "nonesuch", "assignment"]),
+    # a run's name is a recipe file's, nothing else
+    (["--only", "../assignment"], ["--only", "../assignment", "assignment"]),
     (["--data-dir", "/no/such/folder"], ["--data-dir", "/no/such/folder", "train/"]),
     ([], ["--data-dir", "not given"]),
 ])

@@ -13,7 +13,7 @@ from typing import Any
 
 from ignite_cifar.configs import outside_rules
 
-BASELINE = "shipped"
+BASELINE = "assignment"
 DEFAULT = "combination-weight-std"  # the shipped default since 2026-12-04 (`combination` from 2026-11-30, which
 # `combination-<change>` variants change)
 HOLDOUT = "-holdout"  # <recipe>-holdout: <recipe> with a held-out val split, judged apart (recipe_holdout.py)
@@ -29,7 +29,7 @@ RULE = ("**The rule.** Runs named `<recipe>-seed<N>` are more seeds of `<recipe>
         "twice the pooled noise, and its verdict stays provisional until a second seed agrees. A recipe that falls "
         "short of the mean by as much is worse beyond the noise; anything between is within the noise, whichever way "
         "it points. Runs in bf16 (`--amp auto` on this CPU since 2026-11-30) are compared with fp32 runs as they are: "
-        "the same seed in both precisions ended 0.11 points apart (`shipped` against `shipped-bf16`, "
+        "the same seed in both precisions ended 0.11 points apart (`assignment` against `assignment-bf16`, "
         "benchmarks/speed/cpu-bf16/RESULTS.md) and 0.21 apart for `combination` against `combination-bf16` (another VM "
         "too). "
         f"Every recipe is also judged against the default recipe (`{DEFAULT}` since 2026-12-04: the default before, "

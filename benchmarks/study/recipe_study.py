@@ -12,7 +12,7 @@ benchmarks/study/recipe-curves.png, and keeps each finished run's numbers in ben
 variant whose folder is gone keeps its row (recipe_report.py; in --dry mode all of it goes into the study folder, so
 a test never touches committed files).
 
-    python benchmarks/study/recipe_study.py --data-dir /tmp/cifar10-jpeg [--study-dir DIR] [--only adam shipped]
+    python benchmarks/study/recipe_study.py --data-dir /tmp/cifar10-jpeg [--study-dir DIR] [--only adam assignment]
 
 The run folders go to ~/.cache/ignite-cifar/study unless --study-dir (or IGNITE_CIFAR_RUNS_HOME) says otherwise.
 """
