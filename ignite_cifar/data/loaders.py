@@ -13,8 +13,8 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from ignite_cifar.data.augment import AugmentedDataset, build_train_transform, eval_dataset
 from ignite_cifar.config import AUTO, MAX_AUTO_WORKERS, Config
+from ignite_cifar.data.augment import AugmentedDataset, build_train_transform, eval_dataset
 from ignite_cifar.data.datasets import DataSplits, Split
 from ignite_cifar.data.device_augment import DeviceTrainLoader, resolve_augment_on
 from ignite_cifar.signals import ignore_stop_signals
