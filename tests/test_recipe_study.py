@@ -203,3 +203,15 @@ def test_a_run_stopped_by_a_signal_stops_the_loop_after_its_report(tmp_path, mon
     codes["b"] = 0
     calls.clear()
     assert recipe_study.run_each(variants, tmp_path / "s", {}, lambda: None) == 1 and calls == ["a", "b", "c"]
+
+
+def test_a_finished_run_known_only_by_its_record_is_not_trained_again(tmp_path, monkeypatch):
+    """On a new machine the run folders are gone but the committed records stay: `make full-width-cpu` must not
+    spend hours retraining a seed that finished."""
+    monkeypatch.setattr(recipe_study, "run_logged", lambda *a: pytest.fail("it trained"))
+    variant = recipe_study.load_variants(["adam"])[0]
+    kept = tmp_path / "recipe-runs"
+    kept.mkdir()
+    (kept / "adam.json").write_text("{}")
+    done, code = recipe_study.step(variant, tmp_path / "study", recipe_study.DRY_FLAGS, kept)
+    assert code == 0 and done == "skipped (finished; its record is kept in recipe-runs/)"

@@ -166,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
     runs_dir = Path(args.runs_dir)
     out_dir = runs_dir if args.dry else HERE
     code = run_each([] if args.report_only else variants, runs_dir, flags,
-                    lambda: write_report(variants, runs_dir, flags, out_dir))
+                    lambda: write_report(variants, runs_dir, flags, out_dir), kept=out_dir / RECORDS.name)
     print(f"report: {write_report(variants, runs_dir, flags, out_dir)}", flush=True)
     return code
 

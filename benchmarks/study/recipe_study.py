@@ -184,13 +184,16 @@ def run_logged(cmd: list[str], log_path: Path) -> int:
             signal.signal(s, handler)
 
 
-def step(variant: Variant, study_dir: Path, setting: dict[str, Any]) -> tuple[str, int]:
-    """Bring one variant's run one call closer to finished; returns (what was done, exit code)."""
+def step(variant: Variant, study_dir: Path, setting: dict[str, Any], kept: Path | None = None) -> tuple[str, int]:
+    """Bring one variant's run one call closer to finished; returns (what was done, exit code). A run whose folder
+    is gone but whose record is in `kept` (a finished run's numbers, committed) is not trained again."""
     run_dir = study_dir / variant.name
     log_path = study_dir / f"{variant.name}.log"
     state = run_state(run_dir, int(setting["epochs"]))
     if state == "finished":
         return "skipped (finished)", 0
+    if state == "missing" and kept is not None and (kept / f"{variant.name}.json").is_file():
+        return f"skipped (finished; its record is kept in {kept.name}/)", 0
     if state == "explain":  # killed while writing the explanations: write them, the final test included
         code = run_logged([sys.executable, "-m", "ignite_cifar", "explain", "--run", str(run_dir)], log_path)
         return "explained (training had finished)", code
@@ -238,13 +241,14 @@ def report(variants: list[Variant], study_dir: Path, setting: dict[str, Any], ou
                  {v.name: shown(train_command(v, Path(shown_dir(study_dir)), shown_setting)) for v in variants})
 
 
-def run_each(variants: list[Variant], study_dir: Path, setting: dict[str, Any], after_each: Callable[[], Any]) -> int:
+def run_each(variants: list[Variant], study_dir: Path, setting: dict[str, Any], after_each: Callable[[], Any],
+             kept: Path | None = None) -> int:
     """Bring each variant one call closer to finished (step), in order, calling after_each (a report) after each.
     Returns the first non-zero exit code, or 0; a run stopped by Ctrl-C or SIGTERM stops the loop with its code."""
     code = 0
     for variant in variants:
         study_dir.mkdir(parents=True, exist_ok=True)
-        done, rc = step(variant, study_dir, setting)
+        done, rc = step(variant, study_dir, setting, kept)
         print(f"{variant.name}: {done}" + (f" -> exit {rc}" if rc else ""), flush=True)
         after_each()
         if rc in (130, 143):  # stopped at a safe point: the study stops with it
@@ -266,7 +270,7 @@ def study(args: argparse.Namespace) -> int:
             f"a time on the machine named below. Run folders: `{shown_dir(study_dir)}`.")
     report_all = load_variants()  # the report shows every variant, also those not run this time
     code = run_each([] if args.report_only else variants, study_dir, setting,
-                    lambda: report(report_all, study_dir, setting, out_dir, note))
+                    lambda: report(report_all, study_dir, setting, out_dir, note), kept=out_dir / RECORDS.name)
     report(report_all, study_dir, setting, out_dir, note)
     print(f"report: {out_dir / REPORT}", flush=True)
     return code
