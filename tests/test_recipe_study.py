@@ -195,7 +195,8 @@ def test_a_run_stopped_by_a_signal_stops_the_loop_after_its_report(tmp_path, mon
     (Ctrl-C) is reported and nothing after it starts; other failures are remembered and the loop goes on."""
     calls, reports = [], []
     codes = {"a": 1, "b": 143, "c": 0}
-    monkeypatch.setattr(recipe_study, "step", lambda v, d, s, kept: (calls.append(v.name), ("started", codes[v.name]))[1])
+    monkeypatch.setattr(recipe_study, "step",
+                        lambda v, d, s, kept: (calls.append(v.name), ("started", codes[v.name]))[1])
     variants = [recipe_study.Variant(name, "") for name in codes]
     code = recipe_study.run_each(variants, tmp_path / "s", {}, lambda: reports.append(len(calls)))
     assert code == 143 and calls == ["a", "b"] and reports == [1, 2]
