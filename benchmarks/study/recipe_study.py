@@ -144,16 +144,6 @@ def move_aside(run_dir: Path) -> Path:
     return target
 
 
-def _wait_in_slices(child: subprocess.Popen) -> int:
-    """The child's exit code. A signal that another thread of this process takes leaves a blocking wait asleep and
-    the handler unrun until the child exits by itself; waiting a second at a time runs the handler within one."""
-    while True:
-        try:
-            return child.wait(timeout=1.0)
-        except subprocess.TimeoutExpired:
-            continue
-
-
 def run_logged(cmd: list[str], log_path: Path) -> int:
     """Run one CLI call with its output appended to log_path; a SIGTERM or Ctrl-C sent to the study is passed on
     to it (the CLI stops at a safe point and leaves a checkpoint) and the study waits for it.
@@ -177,7 +167,7 @@ def run_logged(cmd: list[str], log_path: Path) -> int:
             child = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
             if received:
                 child.send_signal(received[0])
-            code = _wait_in_slices(child)
+            code = child.wait()
         return 128 + received[0] if received else code
     finally:
         for s, handler in previous.items():
