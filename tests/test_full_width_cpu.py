@@ -29,6 +29,16 @@ def test_it_runs_the_default_its_second_seed_and_the_cutting_variant_at_full_wid
     assert full_width_cpu.FULL_WIDTH == {**recipe_study.STUDY_FLAGS, "width": 1.0}
 
 
+def test_the_two_seeds_run_before_the_cutting_variant(tmp_path, monkeypatch):
+    """The study orders its variants by name, which would put `-cut` before `-seed2`; the target needs the seeds."""
+    started = []
+    monkeypatch.setattr(full_width_cpu, "run_each", lambda variants, *args, **kwargs: started.extend(variants) or 0)
+    monkeypatch.setattr(full_width_cpu, "write_report", lambda *args: tmp_path / "report.md")
+    assert full_width_cpu.main(["--dry", "--runs-dir", str(tmp_path / "runs")]) == 0
+    assert [variant.name for variant in started] == list(full_width_cpu.RECIPES)
+    assert full_width_cpu.RECIPES[-1] == full_width_cpu.CUTTING
+
+
 def test_only_finished_runs_count_toward_the_target():
     line = full_width_cpu.target_line
     assert "not measured yet" in line({"a": _summary("unfinished", None, 12)})
