@@ -6,7 +6,14 @@ The public API: `Config` (every setting of a run; `make_config` builds a validat
     from ignite_cifar import GradCAM, build_model, make_config, train
 """
 
-from ignite_cifar.config import Config, make_config
+import os
+
+# albumentations asks PyPI for its newest version whenever it is imported: a network call of up to 2 s in every
+# process a run starts (the spawned data-parallel ones too) and a warning where there is no network. Set before
+# anything here imports albumentations; NO_ALBUMENTATIONS_UPDATE=0 in the environment keeps the check.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from ignite_cifar.config import Config, make_config  # noqa: E402  (after the line above, on purpose)
 
 __all__ = ["Config", "GradCAM", "build_model", "make_config", "train"]
 __version__ = "0.1.0"

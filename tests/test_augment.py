@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import torch
@@ -18,7 +22,7 @@ from ignite_cifar.data.augment import (
     normalize_array,
 )
 
-from .helpers import MEAN, STD
+from .helpers import MEAN, REPO, STD
 
 FILL = np.array(MEAN) * 255.0
 
@@ -263,3 +267,15 @@ def test_persistent_workers_see_each_new_epoch():
     for a, b in zip(with_workers, in_process, strict=True):
         assert torch.equal(a, b)
     assert not torch.equal(with_workers[0], with_workers[1])
+
+
+def test_albumentations_asks_no_server_for_updates_unless_the_user_wants_it():
+    """Its import-time version check is a network call in every process a run starts."""
+    probe = ("import os, ignite_cifar.data.augment; "
+             "print(os.environ['NO_ALBUMENTATIONS_UPDATE'])")
+    for given, expected in ((None, "1"), ("0", "0")):
+        env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
+        env.update({} if given is None else {"NO_ALBUMENTATIONS_UPDATE": given})
+        out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=REPO, capture_output=True, text=True,
+                             check=True)
+        assert out.stdout.strip() == expected
