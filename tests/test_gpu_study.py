@@ -167,3 +167,13 @@ def test_a_finished_run_outside_the_assignments_rules_says_so_in_its_row(dry_stu
     row = next(line for line in report.splitlines() if line.startswith("| combination-hflip | 42 | **"))
     # the dry run's single epoch is outside the rules too
     assert row.endswith("| **no**: epochs 1 (the assignment: 40); horizontal flip |")
+
+
+def test_its_default_list_names_existing_recipes_and_starts_with_the_full_width_questions():
+    """Three lanes train the first three together: the default's two seeds and its variant whose plateau cuts."""
+    line = next(line for line in (REPO / "benchmarks/gpu/gpu_study.sh").read_text().splitlines()
+                if line.startswith("RECIPES="))
+    names = line.split(':-"', 1)[1].rstrip('"}').split()
+    assert names[:3] == ["combination-weight-std", "combination-weight-std-seed2", "combination-weight-std-cut"]
+    assert len(set(names)) == len(names)
+    assert all((REPO / "benchmarks/study/recipes" / f"{name}.yaml").is_file() for name in names)

@@ -24,7 +24,7 @@ set -uo pipefail
 source "$(dirname "$0")/prelude.sh"
 STUDY_DIR=${GPU_STUDY_DIR:-runs/gpu-study}
 mkdir -p "$STUDY_DIR" && RUNS=$(cd "$STUDY_DIR" && pwd)
-RECIPES=${STUDY_RECIPES:-"combination-weight-std combination-weight-std-seed2 assignment combination-weight-std-late-cut combination combination-weight-std-label-smoothing assignment-seed2 combination-seed2 combination-weight-std-label-smoothing-seed2 combination-weight-std-hflip combination-weight-std-resnet34 combination-no-decay-norm-bias-weight-std combination-weight-std-lr2e-3 assignment-weight-std combination-adamw"}
+RECIPES=${STUDY_RECIPES:-"combination-weight-std combination-weight-std-seed2 combination-weight-std-cut assignment combination-weight-std-late-cut combination combination-weight-std-label-smoothing assignment-seed2 combination-seed2 combination-weight-std-label-smoothing-seed2 combination-weight-std-hflip combination-weight-std-resnet34 combination-no-decay-norm-bias-weight-std combination-weight-std-lr2e-3 assignment-weight-std combination-adamw"}
 read -r -a EXTRA <<< "${STUDY_FLAGS:-}"
 LANES=${STUDY_LANES:-3}
 [[ "$LANES" =~ ^[1-9][0-9]*$ ]] || { echo "gpu_study: STUDY_LANES must be a whole number >= 1, got '$LANES'" >&2; exit 2; }
