@@ -11,7 +11,7 @@ LOG = """== [6 s] 3. the recipes, 2 at a time: a b
 [a] run folder: /tmp/x/a | resnet18 width 1
 [a] epoch 1/2  train loss 1.6 acc 39.75%  val loss 1.08 acc 61.50%  lr 0.001  25.2s
 [a]          raw weights: val loss 1.32 acc 52.33%  (0.4s)
-[b] epoch 1/3  train loss 1.7 acc 40.44%  val loss 1.11 acc 61.73%  lr 0.001  24.0s
+[b] epoch 1/3  train loss 1.7 acc 40.44%  val loss 1.11 acc 61.73%  lr 0.001  24.0s  | about 25 s left
 [a] epoch 2/2  train loss 1.2 acc 55.95%  val loss 0.84 acc 70.25%  lr 0.0001  12.6s
 [b]          raw weights: val loss 1.27 acc 54.36%  (0.3s)
 [a]          raw weights: val loss 0.92 acc 67.23%  (0.4s)

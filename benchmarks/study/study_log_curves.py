@@ -19,7 +19,7 @@ from pathlib import Path
 
 EPOCH_LINE = re.compile(r"^\[(?P<run>[^\]]+)\] epoch (?P<epoch>\d+)/(?P<planned>\d+) .*?train loss \S+ acc "
                         r"(?P<train>[\d.]+)%\s+val loss (?P<loss>\S+) acc (?P<val>[\d.]+)%\s+lr (?P<lr>\S+)\s+"
-                        r"(?P<s>[\d.]+)s$")
+                        r"(?P<s>[\d.]+)s(?:\s+\|.*)?$")  # "| about 2.1 h left" ends lines since 2026-12-08
 RAW_LINE = re.compile(r"^\[(?P<run>[^\]]+)\]\s+raw weights: val loss (?P<loss>\S+) acc (?P<raw>[\d.]+)%")
 FINAL_LINE = re.compile(r"^\[(?P<run>[^\]]+)\] test accuracy \(final[^)]*\): (?P<test>[\d.]+)%")
 AT_EPOCHS = (1, 10, 20, 30)

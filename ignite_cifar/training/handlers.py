@@ -183,10 +183,10 @@ def evaluate_all(evaluators: dict[str, Engine], loader) -> dict[str, float]:
     return evaluated
 
 
-def log_record(record: dict[str, Any], max_epochs: int) -> None:
-    log.info("epoch %d/%d  train loss %.4f acc %.2f%%  val loss %.4f acc %.2f%%  lr %.3g  %.1fs",
+def log_record(record: dict[str, Any], max_epochs: int, note: str = "") -> None:
+    log.info("epoch %d/%d  train loss %.4f acc %.2f%%  val loss %.4f acc %.2f%%  lr %.3g  %.1fs%s",
              record["epoch"], max_epochs, record["train_loss"], 100 * record["train_accuracy"],
-             record["val_loss"], 100 * record["val_accuracy"], record["lr"], record["epoch_seconds"])
+             record["val_loss"], 100 * record["val_accuracy"], record["lr"], record["epoch_seconds"], note)
     if "raw_val_accuracy" in record:
         log.info("         raw weights: val loss %.4f acc %.2f%%  (%.1fs)", record["raw_val_loss"],
                  100 * record["raw_val_accuracy"], record["raw_val_seconds"])
@@ -196,9 +196,11 @@ def log_record(record: dict[str, Any], max_epochs: int) -> None:
 
 def attach_epoch_log(trainer: Engine, evaluators: dict[str, Engine], val_loader, optimizer: torch.optim.Optimizer,
                      history: History | None, train_size: int, batch_size: int,
-                     on_record: Callable[[dict[str, Any]], None] | None = None) -> None:
+                     on_record: Callable[[dict[str, Any]], None] | None = None,
+                     note: Callable[[dict[str, Any]], str] | None = None) -> None:
     """After each epoch: run each evaluator on val (`val`: the evaluated model; `raw_val`, with a weight average:
-    the raw weights), then record/print the epoch. On ranks other than 0 `history` is None.
+    the raw weights), then record/print the epoch (`note(record)` ends its line: the run's time left). On ranks
+    other than 0 `history` is None.
 
     Images/s count the images this process trained in the epoch: after a mid-epoch resume, the first epoch's
     skipped (full) batches are not counted."""
@@ -234,6 +236,6 @@ def attach_epoch_log(trainer: Engine, evaluators: dict[str, Engine], val_loader,
             "wall_seconds": round(time.perf_counter() - started["at"], 3),  # since this process began training
         }
         history.add(record)
-        log_record(record, engine.state.max_epochs)
+        log_record(record, engine.state.max_epochs, note(record) if note is not None else "")
         if on_record is not None:
             on_record(record)

@@ -25,11 +25,13 @@ from ignite_cifar.explain import figures
 from ignite_cifar.explain.probe import GradCAMProbe
 from ignite_cifar.explain.settings import ExplainSettings
 from ignite_cifar.training import engines
+from ignite_cifar.training.advice import Machine
 from ignite_cifar.training.averaging import attach_weight_average
 from ignite_cifar.training.captured_step import LrPlacement
 from ignite_cifar.training.divergence import LossGuard
 from ignite_cifar.training.engines import Precision
 from ignite_cifar.training.environment import resumed_elsewhere, starts_record
+from ignite_cifar.training.estimate import RUN_LEFT, RunEstimator
 from ignite_cifar.training.handlers import (
     History,
     RNGState,
@@ -172,7 +174,10 @@ def attach_outputs(plan: LaunchPlan, run: Run, net: Network, flow: Dataflow, dev
     """
     config, rank, trainer = plan.config, idist.get_rank(), run.trainer
     outputs = Outputs()
+    estimator = None
     if rank == 0:
+        estimator = RunEstimator(config.batch_size, len(flow.val_split), len(evaluators(run)),
+                                 Machine.here(device, precision, config.width)).attach(trainer)
         derived = start_derived(plan, device, precision, flow, start_epoch)
         config_text = dump_yaml({**config.to_dict(), files.DERIVED: derived})
         files.write_text(run_dir / files.CONFIG_FILE, config_text)
@@ -182,7 +187,8 @@ def attach_outputs(plan: LaunchPlan, run: Run, net: Network, flow: Dataflow, dev
         outputs.hparams = HParamsLog(outputs.tb.writer, config)
         add_layout(outputs.tb.writer)
         if sys.stderr.isatty():  # a bar redrawn 400 times an epoch is noise in a log file
-            ProgressBar(persist=False).attach(trainer, output_transform=lambda out: {"loss": out["loss"]})
+            ProgressBar(persist=False).attach(trainer, output_transform=lambda out: {"loss": out["loss"]},
+                                              state_attributes=[RUN_LEFT])
         log.info("run folder: %s | %s%s width %g, %d process(es) on %s (%s) | %d train / %d val images | %s%s",
                  run_dir, config.model, " (standardized convolutions)" if config.weight_standardization else "",
                  config.width, idist.get_world_size(), device, precision.describe(),
@@ -190,7 +196,8 @@ def attach_outputs(plan: LaunchPlan, run: Run, net: Network, flow: Dataflow, dev
                  f"resuming after epoch {start_epoch}" if plan.resume else "from scratch",
                  f" | evaluating the weight average (EMA decay {config.ema_decay})" if config.ema_decay else "")
     attach_epoch_log(trainer, evaluators(run), flow.val_loader, net.optimizer, outputs.history, len(plan.data.train),
-                     config.batch_size, on_record=_after_record(outputs, run_dir) if rank == 0 else None)
+                     config.batch_size, on_record=_after_record(outputs, run_dir) if rank == 0 else None,
+                     note=estimator.epoch_note if estimator is not None else None)
     if rank == 0 and config.probe_every > 0:
         GradCAMProbe(run.evaluated_model, plan.test_images(), ExplainSettings.of(config), device,
                      config.probe_size, config.seed).attach(trainer, outputs.tb.writer, config.probe_every)
