@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                                          "assignment's)")
     train.add_argument("--config", action="append", default=None, help=CONFIG_HELP)
     train.add_argument("--debug", action="store_true", help="show tracebacks")
+    train.add_argument("--estimate", action="store_true",
+                       help="measure the configured step for a few seconds, print the whole run's estimated time "
+                            "(and what would be faster here), write nothing and exit")
     _add_config_flags(train)
 
     _add_lr_find(sub)
@@ -132,12 +135,25 @@ def _train(args: argparse.Namespace) -> None:
         from ignite_cifar.training.resume import plan_resume
 
         plan = plan_resume(given["resume"], given)
-        train(plan.config, plan)
+        if args.estimate:
+            _estimate(plan.config, plan)
+        else:
+            train(plan.config, plan)
     else:
         config = config_from_args(args)  # a bad value is refused here, before torch is imported (about 5 s)
         from ignite_cifar.training.launch import train
 
-        train(config)
+        if args.estimate:
+            _estimate(config)
+        else:
+            train(config)
+
+
+def _estimate(config: Config, resume=None) -> None:
+    """`train --estimate`: the whole run's time, measured here; writes nothing."""
+    from ignite_cifar.training.estimate_run import estimate_run
+
+    estimate_run(config, resume)
 
 
 def _lr_find(args: argparse.Namespace) -> None:

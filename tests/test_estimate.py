@@ -1,10 +1,14 @@
-"""The whole run's time estimate: its arithmetic on a fake clock and the advice chosen from described machines."""
+"""The whole run's time estimate: its arithmetic on a fake clock, the advice chosen from described machines, and
+`train --estimate`, which measures the configured run and writes nothing."""
 
 from __future__ import annotations
+
+import logging
 
 import pytest
 from ignite.engine import Engine, Events
 
+from ignite_cifar import cli
 from ignite_cifar.training.advice import LONG_RUN_SECONDS, Machine, faster_options
 from ignite_cifar.training.estimate import (
     RUN_LEFT,
@@ -146,3 +150,29 @@ def test_the_line_names_what_is_faster_for_a_long_run():
     assert line.startswith("estimate: the whole run takes about 44.1 h here: 40 epochs x 66 min")
     assert "12.8 images/s, fp32 on a 2-core CPU" in line
     assert line.endswith(". Faster: --width 0.25 (about 16x fewer multiply-adds); a GPU (--device cuda)")
+
+
+TINY = ["--dataset", "synthetic", "--width", "0.0625", "--batch-size", "50", "--train-subset", "300",
+        "--test-subset", "100", "--num-workers", "0", "--amp", "off", "--ema-decay", "0", "--probe-every", "0"]
+
+
+def test_estimate_writes_nothing_and_a_resumed_run_counts_its_epochs_left(tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    caplog.set_level(logging.INFO, logger="ignite_cifar")
+    assert cli.main(["train", *TINY, "--epochs", "3", "--output-dir", "never", "--estimate"]) == 0
+    assert list(tmp_path.iterdir()) == []  # no run folder, no --output-dir
+    assert "estimate: the whole run takes about" in caplog.text and "3 epochs x" in caplog.text
+
+    assert cli.main(["train", *TINY, "--epochs", "1", "--output-dir", "runs", "--run-name", "one",
+                     "--no-explain-at-end"]) == 0
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    caplog.clear()
+    assert cli.main(["train", "--resume", "runs/one", "--epochs", "3", "--estimate"]) == 0
+    assert "2 epochs x" in caplog.text  # one of three done
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_estimate_refuses_what_the_run_would_refuse_in_one_line(tmp_path, capsys):
+    assert cli.main(["train", "--estimate", "--resume", str(tmp_path / "nothing-here")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not exist" in err

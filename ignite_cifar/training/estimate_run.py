@@ -1,0 +1,163 @@
+"""`train --estimate`: what the configured run would take here, measured before committing to it.
+
+The same data, dataflow, model, optimizer, precision and training step as the run (process.py's and trainer.py's
+builders), in as many processes as the run would have; the step runs until the first estimate's window is measured
+(estimate.Window), then a few evaluation batches are timed. Nothing is written: no run folder, not even --output-dir.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import ignite.distributed as idist
+from ignite.engine import Engine, Events
+from torch.multiprocessing.spawn import ProcessExitedException, ProcessRaisedException
+
+from ignite_cifar.config import Config
+from ignite_cifar.data.datasets import DataSplits, channel_stats, load_data
+from ignite_cifar.data.loaders import build_dataflow, shut_down_workers
+from ignite_cifar.errors import MachineError, TrainingStopped
+from ignite_cifar.training import engines
+from ignite_cifar.training.advice import Machine
+from ignite_cifar.training.captured_step import LrPlacement
+from ignite_cifar.training.estimate import Estimate, Pace, RunEstimator, whole_run
+from ignite_cifar.training.handlers import attach_epoch_seeding
+from ignite_cifar.training.launch import _backend, master_port
+from ignite_cifar.training.optimizer import training_criterion
+from ignite_cifar.training.process import (
+    build_model_and_optimizer,
+    check_device,
+    check_layer,
+    quiet_library_loggers,
+    resolve_precision,
+    setup_process,
+)
+from ignite_cifar.training.resume import ResumePlan, check_fits, plan_resume
+from ignite_cifar.training.trainer import build_evaluators
+
+log = logging.getLogger("ignite_cifar")
+
+EVAL_BATCHES = 2  # the first warms up (its buffers are the size of an eval batch), the second is timed
+
+
+@dataclass
+class EstimatePlan:
+    config: Config
+    data: DataSplits
+    mean: Any
+    std: Any
+    epochs_done: float  # a resumed run's epochs already trained (fractional after a mid-epoch stop)
+
+
+def estimate_run(config: Config, resume: ResumePlan | None = None) -> Estimate | None:
+    """Measure the configured run's step and evaluation here, log the whole-run estimate (with the advice for a long
+    run) and return it (None in spawned processes, whose rank 0 logs it). Writes nothing."""
+    quiet_library_loggers()
+    check_device(config)
+    check_layer(config)  # what the run would refuse, the estimate refuses too
+    if config.resume:
+        resume = resume or plan_resume(config.resume, config.to_dict())
+    data = load_data(config)
+    if resume is not None:
+        check_fits(resume, len(data.classes))
+    mean, std = channel_stats(data.train.images)
+    plan = EstimatePlan(config, data, mean, std, _epochs_done(resume))
+    nproc = config.nproc_per_node if config.nproc_per_node > 1 and "WORLD_SIZE" not in os.environ else None
+    spawn = {"nproc_per_node": nproc, "master_port": master_port()} if nproc else {}
+    result: dict[str, Any] = {}
+    try:
+        with idist.Parallel(backend=_backend(config), **spawn) as parallel:
+            parallel.run(estimate_in_process, plan, result)
+    except (ProcessExitedException, ProcessRaisedException) as exc:  # spawned: the cause is in its own output
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise MachineError(f"estimate: a training process failed ({first})") from None
+    except KeyboardInterrupt:
+        raise TrainingStopped("estimate interrupted; nothing was written", exit_code=130) from None
+    return result.get("estimate")
+
+
+def _epochs_done(resume: ResumePlan | None) -> float:
+    if resume is None:
+        return 0.0
+    trainer = resume.state["trainer"]
+    return int(trainer.get("iteration", 0)) / max(1, int(trainer.get("epoch_length") or 1))
+
+
+def estimate_in_process(local_rank: int, plan: EstimatePlan, result: dict[str, Any]) -> None:
+    """One process: build the run's training step, time it past the warm-up, time a few evaluation batches; rank 0
+    logs the estimate."""
+    config = plan.config
+    device = setup_process(config)
+    precision = resolve_precision(config, device)
+    flow = build_dataflow(config, plan.data, plan.mean, plan.std, device)
+    net = build_model_and_optimizer(config, len(plan.data.classes), device, precision)
+    trainer = engines.create_trainer(net.train_model, net.optimizer, training_criterion(config).to(device), device,
+                                     precision, net.optimizer_step, net.captured)
+    _, evaluator, raw_evaluator = build_evaluators(config, net, trainer, device, precision)  # the average's update too
+    attach_epoch_seeding(trainer, flow.sampler, flow.train_dataset)
+    LrPlacement(net.optimizer, device, net.captured).attach(trainer)
+    evaluations = 1 + (raw_evaluator is not None)
+    estimator = RunEstimator(config.batch_size, len(flow.val_split), evaluations,
+                             Machine.here(device, precision, config.width), report=None).attach(trainer)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, _stop_when_measured(estimator))
+    try:
+        trainer.run(flow.train_loader, max_epochs=config.epochs)
+    finally:
+        shut_down_workers(flow.train_loader)
+    pace = estimator.pace or _whole_pace(estimator, trainer)
+    eval_seconds = evaluations * time_evaluation(evaluator, flow.val_loader, len(flow.val_split))
+    pace = Pace(pace.train_per_iteration, eval_seconds, True)
+    length = trainer.state.epoch_length or 1
+    basis = estimator.first.basis if estimator.first else "every step run (the run is shorter than the warm-up)"
+    estimate = whole_run(pace, config.epochs, length, round(plan.epochs_done * length), config.batch_size, basis,
+                         estimator.machine)
+    if idist.get_rank() == 0:
+        log.info("%s%s", estimate.line(), f" (with {idist.get_world_size()} processes)"
+                 if idist.get_world_size() > 1 else "")
+        log.info("nothing was written; the run itself: the same command without --estimate")
+        result["estimate"] = estimate
+
+
+def _stop_when_measured(estimator: RunEstimator):
+    """Stop the step once the estimate is measured, on every process at the same iteration (a process that stopped
+    alone would leave the others waiting in their gradient all-reduce)."""
+
+    def stop(engine: Engine) -> None:
+        done = float(estimator.first is not None)
+        if idist.get_world_size() > 1:
+            done = float(idist.all_reduce(done, op="MAX"))
+        if done:
+            engine.terminate()
+
+    return stop
+
+
+def _whole_pace(estimator: RunEstimator, trainer: Engine) -> Pace:
+    """The pace of every step run, when the whole run ended before the warm-up window did (a tiny run)."""
+    seconds = estimator.clock() - estimator.began
+    return Pace(seconds / max(1, trainer.state.iteration), 0.0, True)
+
+
+def time_evaluation(evaluator: Engine, loader, images: int, clock=time.monotonic) -> float:
+    """Seconds one evaluation of `images` (all processes together) takes, from EVAL_BATCHES batches of `loader`:
+    the last one timed, loading included, the first warming up (with one batch only, that one)."""
+    batches = min(EVAL_BATCHES, len(loader))
+    marks: list[tuple[float, int]] = []
+
+    @evaluator.on(Events.STARTED)
+    def started(engine: Engine) -> None:
+        marks.append((clock(), 0))
+
+    @evaluator.on(Events.ITERATION_COMPLETED)
+    def completed(engine: Engine) -> None:
+        marks.append((clock(), len(engine.state.batch[1])))
+
+    evaluator.run(loader, epoch_length=batches)
+    began, _ = marks[-2]
+    ended, timed_images = marks[-1]
+    per_process_images = images / idist.get_world_size()
+    return (ended - began) * per_process_images / max(1, timed_images)
