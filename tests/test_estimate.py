@@ -176,3 +176,9 @@ def test_estimate_refuses_what_the_run_would_refuse_in_one_line(tmp_path, capsys
     assert cli.main(["train", "--estimate", "--resume", str(tmp_path / "nothing-here")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "does not exist" in err
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(40, "40 s"), (270, "4.5 min"), (1020, "17 min"),
+                                               (45 * HOURS, "45.0 h")])
+def test_durations_read_as_a_wait(seconds, text):
+    assert duration(seconds) == text

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from ignite.engine import Engine, Events
+from tqdm.autonotebook import tqdm  # the progress bar's (ignite's ProgressBar uses it)
 
 from ignite_cifar.training.advice import Machine, advice_text
 
@@ -100,10 +102,17 @@ def whole_run(pace: Pace, max_epochs: int, epoch_length: int, start_iteration: i
                     basis, machine)
 
 
+def log_above_bar(message: str) -> None:
+    """Write a line above the progress bar (a plain log line would be glued to the bar's end mid-epoch)."""
+    tqdm.write(message, file=sys.stderr)
+
+
 def duration(seconds: float) -> str:
-    """A time as a person reads a wait: '40 s', '17 min', '2.3 h'."""
+    """A time as a person reads a wait: '40 s', '4.5 min', '17 min', '2.3 h'."""
     if seconds < 90:
         return f"{seconds:.0f} s"
+    if seconds < 10 * 60:
+        return f"{seconds / 60:.1f} min"
     if seconds < 90 * 60:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"

@@ -2,7 +2,7 @@
 
 The same data, dataflow, model, optimizer, precision and training step as the run (process.py's and trainer.py's
 builders), in as many processes as the run would have; the step runs until the first estimate's window is measured
-(estimate.Window), then a few evaluation batches are timed. Nothing is written: no run folder, not even --output-dir.
+(estimate.Window), then an evaluation batch is timed. Nothing is written: no run folder, not even --output-dir.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import ignite.distributed as idist
 from ignite.engine import Engine, Events
@@ -24,7 +24,7 @@ from ignite_cifar.errors import MachineError, TrainingStopped
 from ignite_cifar.training import engines
 from ignite_cifar.training.advice import Machine
 from ignite_cifar.training.captured_step import LrPlacement
-from ignite_cifar.training.estimate import Estimate, Pace, RunEstimator, whole_run
+from ignite_cifar.training.estimate import Estimate, Pace, RunEstimator, Window, whole_run
 from ignite_cifar.training.handlers import attach_epoch_seeding
 from ignite_cifar.training.launch import _backend, master_port
 from ignite_cifar.training.optimizer import training_criterion
@@ -40,8 +40,6 @@ from ignite_cifar.training.resume import ResumePlan, check_fits, plan_resume
 from ignite_cifar.training.trainer import build_evaluators
 
 log = logging.getLogger("ignite_cifar")
-
-EVAL_BATCHES = 2  # the first warms up (its buffers are the size of an eval batch), the second is timed
 
 
 @dataclass
@@ -142,22 +140,22 @@ def _whole_pace(estimator: RunEstimator, trainer: Engine) -> Pace:
     return Pace(seconds / max(1, trainer.state.iteration), 0.0, True)
 
 
-def time_evaluation(evaluator: Engine, loader, images: int, clock=time.monotonic) -> float:
-    """Seconds one evaluation of `images` (all processes together) takes, from EVAL_BATCHES batches of `loader`:
-    the last one timed, loading included, the first warming up (with one batch only, that one)."""
-    batches = min(EVAL_BATCHES, len(loader))
-    marks: list[tuple[float, int]] = []
+def time_evaluation(evaluator: Engine, loader, images: int, budget: float = Window().min_seconds,
+                    clock: Callable[[], float] = time.monotonic) -> float:
+    """Seconds one evaluation of `images` (all processes together) takes, from one batch of `loader`, timed again
+    once warm unless the first took over `budget` seconds (on a slow CPU a batch of 1000 takes half a minute, and
+    the warm-up is then a small part of it)."""
+    seconds, timed = _time_one_batch(evaluator, loader, clock)
+    slow = seconds > budget
+    if idist.get_world_size() > 1:  # every process must run the same batches: the metrics are all-reduced
+        slow = bool(idist.all_reduce(float(slow), op="MAX"))
+    if not slow:
+        seconds, timed = _time_one_batch(evaluator, loader, clock)
+    return seconds * images / idist.get_world_size() / max(1, timed)
 
-    @evaluator.on(Events.STARTED)
-    def started(engine: Engine) -> None:
-        marks.append((clock(), 0))
 
-    @evaluator.on(Events.ITERATION_COMPLETED)
-    def completed(engine: Engine) -> None:
-        marks.append((clock(), len(engine.state.batch[1])))
-
-    evaluator.run(loader, epoch_length=batches)
-    began, _ = marks[-2]
-    ended, timed_images = marks[-1]
-    per_process_images = images / idist.get_world_size()
-    return (ended - began) * per_process_images / max(1, timed_images)
+def _time_one_batch(evaluator: Engine, loader, clock: Callable[[], float]) -> tuple[float, int]:
+    """(seconds, images) of the evaluator's first batch of `loader`, loading included."""
+    began = clock()
+    evaluator.run(loader, epoch_length=1)
+    return clock() - began, len(evaluator.state.batch[1])
