@@ -119,6 +119,7 @@ def duration(seconds: float) -> str:
 
 
 def epochs(count: float) -> str:
+    """'3 epochs', '1 epoch', '1.50 epochs' (a resumed run's, stopped mid-epoch)."""
     return f"{count:g} epoch{'' if count == 1 else 's'}" if count == int(count) else f"{count:.2f} epochs"
 
 
