@@ -130,27 +130,32 @@ def _train(args: argparse.Namespace) -> None:
     """`train`; with --resume, the resumed run's config.yaml replaces the defaults and --config, and the flags
     given now update it (resume.py works out what they change)."""
     given = given_flags(args)
+    if args.estimate:
+        _estimate(args, given)
+        return
     if given.get("resume"):
         from ignite_cifar.training.launch import train
         from ignite_cifar.training.resume import plan_resume
 
         plan = plan_resume(given["resume"], given)
-        if args.estimate:
-            _estimate(plan.config, plan)
-        else:
-            train(plan.config, plan)
+        train(plan.config, plan)
     else:
         config = config_from_args(args)  # a bad value is refused here, before torch is imported (about 5 s)
         from ignite_cifar.training.launch import train
 
-        if args.estimate:
-            _estimate(config)
-        else:
-            train(config)
+        train(config)
 
 
-def _estimate(config: Config, resume=None) -> None:
-    """`train --estimate`: the whole run's time, measured here; writes nothing."""
+def _estimate(args: argparse.Namespace, given: dict[str, Any]) -> None:
+    """`train --estimate`: the whole run's time, measured here for the run these flags would start; writes nothing."""
+    resume = None
+    if given.get("resume"):
+        from ignite_cifar.training.resume import plan_resume
+
+        resume = plan_resume(given["resume"], given)
+        config = resume.config
+    else:
+        config = config_from_args(args)  # refused before torch is imported, as for the run
     from ignite_cifar.training.estimate_run import estimate_run
 
     estimate_run(config, resume)
