@@ -182,3 +182,18 @@ def test_estimate_refuses_what_the_run_would_refuse_in_one_line(tmp_path, capsys
                                                (45 * HOURS, "45.0 h")])
 def test_durations_read_as_a_wait(seconds, text):
     assert duration(seconds) == text
+
+
+def test_the_window_waits_for_the_device_at_both_ends():
+    clock, synced = FakeClock(), []
+
+    def sync():  # the device was behind: waiting for it takes 1 s at the window's start, 3 s at its end
+        synced.append(clock.now)
+        clock.now += 1.0 if len(synced) == 1 else 3.0
+
+    engine = timed_engine(clock)
+    estimator = RunEstimator(100, 300, 1, SLOW_CPU, Window(2, 3, 3.0), clock, None, sync).attach(engine)
+    engine.run(range(10), max_epochs=1)
+    assert len(synced) == 2
+    # from after the first wait (the warm-up's queued work) to after the last (the window's own)
+    assert estimator.first.pace.train_per_iteration == pytest.approx((3 * 1.0 + 3.0) / 3)

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import torch
 from ignite.engine import Engine, Events
 from tqdm.autonotebook import tqdm  # the progress bar's (ignite's ProgressBar uses it)
 
@@ -102,6 +103,11 @@ def whole_run(pace: Pace, max_epochs: int, epoch_length: int, start_iteration: i
                     basis, machine)
 
 
+def device_sync(device: torch.device) -> Callable[[], None]:
+    """What waits for `device`'s queued work: torch.cuda.synchronize on a GPU, nothing on a CPU."""
+    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+
+
 def log_above_bar(message: str) -> None:
     """Write a line above the progress bar (a plain log line would be glued to the bar's end mid-epoch)."""
     tqdm.write(message, file=sys.stderr)
@@ -136,13 +142,15 @@ class RunEstimator:
         window: which iterations the first estimate rests on.
         clock: seconds, monotonic (tests pass a fake one).
         report: where the lines go (None: nowhere, e.g. for `train --estimate`, which prints its own).
+        sync: waits for the device's queued work (torch.cuda.synchronize on a GPU), called where the window starts
+            and ends: a GPU runs behind the host, whose clock would otherwise time the queueing.
     """
 
     def __init__(self, batch_size: int, eval_images: int, evaluators: int, machine: Machine,
                  window: Window = Window(), clock: Callable[[], float] = time.monotonic,
-                 report: Callable[[str], None] | None = log.info):
+                 report: Callable[[str], None] | None = log.info, sync: Callable[[], None] = lambda: None):
         self.batch_size, self.eval_images, self.evaluators = batch_size, eval_images, evaluators
-        self.machine, self.window, self.clock, self.report = machine, window, clock, report
+        self.machine, self.window, self.clock, self.report, self.sync = machine, window, clock, report, sync
         self.first: Estimate | None = None  # the estimate made after the warm-up
         self.pace: Pace | None = None  # the latest pace: the first, then the epochs' measured ones
         self._engine: Engine | None = None
@@ -173,11 +181,13 @@ class RunEstimator:
     def _iteration(self, engine: Engine) -> None:
         now, iteration = self.clock(), engine.state.iteration
         if iteration - self._start_iteration == self.window.warmup_iterations:
-            self._mark = (now, iteration)
+            self.sync()
+            self._mark = (self.clock(), iteration)
         elif self.first is None and self._mark is not None:
             steps, seconds = iteration - self._mark[1], now - self._mark[0]
             if steps >= self.window.min_iterations and seconds >= self.window.min_seconds:
-                per = seconds / steps
+                self.sync()
+                per = (self.clock() - self._mark[0]) / steps
                 self._first_estimate(engine, Pace(per, self._inferred_eval(per), False),
                                      f"{steps} steps after {self.window.warmup_iterations} warm-up steps")
         if self.pace is not None:

@@ -24,7 +24,7 @@ from ignite_cifar.errors import MachineError, TrainingStopped
 from ignite_cifar.training import engines
 from ignite_cifar.training.advice import Machine
 from ignite_cifar.training.captured_step import LrPlacement
-from ignite_cifar.training.estimate import Estimate, Pace, RunEstimator, Window, whole_run
+from ignite_cifar.training.estimate import Estimate, Pace, RunEstimator, Window, device_sync, whole_run
 from ignite_cifar.training.handlers import attach_epoch_seeding
 from ignite_cifar.training.launch import _backend, master_port
 from ignite_cifar.training.optimizer import training_criterion
@@ -100,7 +100,8 @@ def estimate_in_process(local_rank: int, plan: EstimatePlan, result: dict[str, A
     LrPlacement(net.optimizer, device, net.captured).attach(trainer)
     evaluations = 1 + (raw_evaluator is not None)
     estimator = RunEstimator(config.batch_size, len(flow.val_split), evaluations,
-                             Machine.here(device, precision, config.width), report=None).attach(trainer)
+                             Machine.here(device, precision, config.width), report=None,
+                             sync=device_sync(device)).attach(trainer)
     trainer.add_event_handler(Events.ITERATION_COMPLETED, _stop_when_measured(estimator))
     try:
         trainer.run(flow.train_loader, max_epochs=config.epochs)
@@ -145,7 +146,7 @@ def time_evaluation(evaluator: Engine, loader, images: int, budget: float = Wind
     """Seconds one evaluation of `images` (all processes together) takes, from one batch of `loader`, timed again
     once warm unless the first took over `budget` seconds (on a slow CPU a batch of 1000 takes half a minute, and
     the warm-up is then a small part of it)."""
-    seconds, timed = _time_one_batch(evaluator, loader, clock)
+    seconds, timed = _time_one_batch(evaluator, loader, clock)  # its metrics are read on the host: synchronized
     slow = seconds > budget
     if idist.get_world_size() > 1:  # every process must run the same batches: the metrics are all-reduced
         slow = bool(idist.all_reduce(float(slow), op="MAX"))

@@ -31,7 +31,7 @@ from ignite_cifar.training.captured_step import LrPlacement
 from ignite_cifar.training.divergence import LossGuard
 from ignite_cifar.training.engines import Precision
 from ignite_cifar.training.environment import resumed_elsewhere, starts_record
-from ignite_cifar.training.estimate import RUN_LEFT, RunEstimator, log_above_bar
+from ignite_cifar.training.estimate import RUN_LEFT, RunEstimator, device_sync, log_above_bar
 from ignite_cifar.training.handlers import (
     History,
     RNGState,
@@ -178,7 +178,8 @@ def attach_outputs(plan: LaunchPlan, run: Run, net: Network, flow: Dataflow, dev
     if rank == 0:
         estimator = RunEstimator(config.batch_size, len(flow.val_split), len(evaluators(run)),
                                  Machine.here(device, precision, config.width),
-                                 report=log_above_bar if sys.stderr.isatty() else log.info).attach(trainer)
+                                 report=log_above_bar if sys.stderr.isatty() else log.info,
+                                 sync=device_sync(device)).attach(trainer)
         derived = start_derived(plan, device, precision, flow, start_epoch)
         config_text = dump_yaml({**config.to_dict(), files.DERIVED: derived})
         files.write_text(run_dir / files.CONFIG_FILE, config_text)
