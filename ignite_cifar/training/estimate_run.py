@@ -44,6 +44,8 @@ log = logging.getLogger("ignite_cifar")
 
 @dataclass
 class EstimatePlan:
+    """What every estimating process is given: the run's config and data, and where a resumed run starts."""
+
     config: Config
     data: DataSplits
     mean: Any
@@ -86,8 +88,8 @@ def _epochs_done(resume: ResumePlan | None) -> float:
 
 
 def estimate_in_process(local_rank: int, plan: EstimatePlan, result: dict[str, Any]) -> None:
-    """One process: build the run's training step, time it past the warm-up, time a few evaluation batches; rank 0
-    logs the estimate."""
+    """One process: build the run's training step, time it past the warm-up, time an evaluation batch; rank 0 logs
+    the estimate."""
     config = plan.config
     device = setup_process(config)
     precision = resolve_precision(config, device)
@@ -112,11 +114,12 @@ def estimate_in_process(local_rank: int, plan: EstimatePlan, result: dict[str, A
     pace = Pace(pace.train_per_iteration, eval_seconds, True)
     length = trainer.state.epoch_length or 1
     basis = estimator.first.basis if estimator.first else "every step run (the run is shorter than the warm-up)"
+    if idist.get_world_size() > 1:
+        basis += f", in each of {idist.get_world_size()} processes"
     estimate = whole_run(pace, config.epochs, length, round(plan.epochs_done * length), config.batch_size, basis,
                          estimator.machine)
     if idist.get_rank() == 0:
-        log.info("%s%s", estimate.line(), f" (with {idist.get_world_size()} processes)"
-                 if idist.get_world_size() > 1 else "")
+        log.info(estimate.line())
         log.info("nothing was written; the run itself: the same command without --estimate")
         result["estimate"] = estimate
 
