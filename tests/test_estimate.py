@@ -163,8 +163,12 @@ def test_estimate_writes_nothing_and_a_resumed_run_counts_its_epochs_left(tmp_pa
     assert list(tmp_path.iterdir()) == []  # no run folder, no --output-dir
     assert "estimate: the whole run takes about" in caplog.text and "3 epochs x" in caplog.text
 
+    caplog.clear()
     assert cli.main(["train", *TINY, "--epochs", "1", "--output-dir", "runs", "--run-name", "one",
                      "--no-explain-at-end"]) == 0
+    # the run itself: an epoch of 6 steps is shorter than the window, so the estimate rests on it
+    assert "estimate: the whole run takes about" in caplog.text and "the first epoch, warm-up included" in caplog.text
+    assert "trained 1 epoch in" in caplog.text and "first estimate:" in caplog.text
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     caplog.clear()
     assert cli.main(["train", "--resume", "runs/one", "--epochs", "3", "--estimate"]) == 0
