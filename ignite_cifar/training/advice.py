@@ -4,11 +4,11 @@ do not have."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 
+from ignite_cifar.data.loaders import usable_cores
 from ignite_cifar.training.engines import Precision, cpu_has_native_bf16
 
 LONG_RUN_SECONDS = 2 * 3600  # below this a run is left alone: the advice is for runs one would not wait for
@@ -21,7 +21,7 @@ class Machine:
 
     device: str  # "cpu" or "cuda"
     cpu_bf16: bool  # the CPU computes bf16 natively (AVX512-BF16 or AMX), so --amp auto picks bf16 there
-    cores: int
+    cores: int  # that this process may run on
     width: float
     precision: str  # "fp32", "bf16" or "float16" (Precision.describe without the memory format)
 
@@ -29,7 +29,7 @@ class Machine:
     def here(cls, device: torch.device, precision: Precision, width: float) -> "Machine":
         """This machine, as the run about to train on it sees it."""
         dtype = "fp32" if precision.dtype is None else str(precision.dtype).replace("torch.", "")
-        return cls(device.type, cpu_has_native_bf16(), os.cpu_count() or 1, width, dtype)
+        return cls(device.type, cpu_has_native_bf16(), usable_cores(), width, dtype)
 
     def describe(self) -> str:
         if self.device == "cpu":
