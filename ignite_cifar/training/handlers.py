@@ -83,7 +83,14 @@ class NonFiniteLossGuard:
 
 class CheckpointSaver(DiskSaver):
     """ignite's atomic DiskSaver, whose failed writes (torch reports a full disk as a zip writer's position error)
-    become a MachineError naming the file and the cause; the temporary file is removed by DiskSaver itself."""
+    become a MachineError naming the file and the cause; the temporary file is removed by DiskSaver itself.
+
+    ignite's Checkpoint removes the file it replaces before it writes the new one: a write that then fails (a full
+    disk) would leave no checkpoint at all. Here a removal waits until the new file is written."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._superseded: list[str] = []
 
     def __call__(self, checkpoint, filename: str, metadata=None) -> None:
         try:
@@ -91,6 +98,13 @@ class CheckpointSaver(DiskSaver):
         except (OSError, RuntimeError) as exc:
             cause = files.write_failure_cause(Path(self.dirname), exc)
             raise MachineError(f"cannot write {Path(self.dirname) / filename}: {cause}") from exc
+        for old in self._superseded:
+            if old != filename and (Path(self.dirname) / old).exists():
+                super().remove(old)
+        self._superseded = []
+
+    def remove(self, filename: str) -> None:
+        self._superseded.append(filename)
 
 
 def attach_checkpoints(trainer: Engine, val_evaluator: Engine, to_save: dict[str, Any], run_dir: Path,
