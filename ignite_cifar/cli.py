@@ -128,11 +128,9 @@ def _train(args: argparse.Namespace) -> None:
     given now update it (resume.py works out what they change)."""
     given = given_flags(args)
     if given.get("resume"):
-        from ignite_cifar.training.launch import train
-        from ignite_cifar.training.resume import plan_resume
+        from ignite_cifar.training.resume_run import resume
 
-        plan = plan_resume(given["resume"], given)
-        train(plan.config, plan)
+        resume(given.pop("resume"), **given)
     else:
         config = config_from_args(args)  # a bad value is refused here, before torch is imported (about 5 s)
         from ignite_cifar.training.launch import train
