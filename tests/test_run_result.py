@@ -39,6 +39,9 @@ def test_open_run_reads_the_same_run_and_refuses_a_folder_that_is_none(smoke_run
     assert repr(opened).startswith(f"RunResult({str(run_dir)!r}: 2 epochs, val accuracy ")
     with pytest.raises(UserError, match="is not a run folder"):
         ignite_cifar.open_run(tmp_path)
+    (tmp_path / "config.yaml").write_text((run_dir / "config.yaml").read_text())  # stopped before epoch 1 ended
+    early = ignite_cifar.open_run(tmp_path)
+    assert (early.history, early.epochs, early.val_accuracy, early.test, early.mistakes) == ([], 0, None, None, [])
 
 
 def test_faithfulness_says_each_target_and_what_it_means(smoke_run):

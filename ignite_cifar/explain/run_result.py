@@ -3,7 +3,7 @@
 It knows the run folder, its config, the per-epoch history, the test evaluation, the mistakes (test indices, in the
 order both figures draw them), which figures exist, and how far to believe the maps; in Jupyter it shows the
 figures inline. Everything is read from the folder when asked, so a finished, a stopped and a resumed run look
-the same, and nothing here imports torch until `explain_images` loads the model.
+the same.
 """
 
 from __future__ import annotations
@@ -46,9 +46,8 @@ class RunResult:
     """
 
     def __init__(self, run_dir: Path):
-        if not (run_dir / files.HISTORY_FILE).is_file() or not (run_dir / files.CONFIG_FILE).is_file():
-            raise UserError(f"run: {run_dir} is not a run folder (it lacks {files.CONFIG_FILE} or "
-                            f"{files.HISTORY_FILE})")
+        if not (run_dir / files.CONFIG_FILE).is_file():
+            raise UserError(f"run: {run_dir} is not a run folder (it has no {files.CONFIG_FILE})")
         self.run_dir = run_dir
 
     # ------------------------------------------------------------ what the run recorded
@@ -62,10 +61,11 @@ class RunResult:
     @property
     def history(self) -> list[dict[str, Any]]:
         """One record per epoch trained: train and val loss and accuracy, lr, seconds, images/s."""
-        return self._json(files.HISTORY_FILE)["epochs"]
+        return self._json(files.HISTORY_FILE).get("epochs", [])  # none before the first epoch ended
 
     @property
     def epochs(self) -> int:
+        """Epochs trained so far."""
         return len(self.history)
 
     @property
@@ -80,15 +80,14 @@ class RunResult:
 
     @property
     def finished(self) -> bool:
-        """Whether training completed and its test evaluation was recorded."""
+        """Whether the run's end recorded its test evaluation (not with --no-explain-at-end until `explain` runs)."""
         return self.test is not None
 
     @property
     def mistakes(self) -> list[dict[str, Any]]:
         """The explained mistakes, in the order both figures draw them: test index, true and predicted class,
         probability. Empty before the run's end wrote them."""
-        listed = self._json("misclassified.json", missing={})
-        return listed.get("mistakes", [])
+        return self._json("misclassified.json").get("mistakes", [])
 
     @property
     def mistake_indices(self) -> list[int]:
@@ -102,15 +101,17 @@ class RunResult:
 
     @property
     def tensorboard_dir(self) -> Path:
+        """The run's TensorBoard events (`tensorboard --logdir` it, or `%tensorboard` in a notebook)."""
         return self.run_dir / "tb"
 
     @property
     def resume_command(self) -> str:
+        """The shell command that continues this run (`resume(run_dir)` in Python)."""
         return f"python -m ignite_cifar train --resume {self.run_dir}"
 
     def faithfulness(self) -> str:
         """How far to believe the mistakes' GradCAM maps, in words: each target met or missed, and what it means."""
-        report = self._json("explanations.json", missing={})
+        report = self._json("explanations.json")
         group = report.get("groups", {}).get("mistakes")
         if group is None:
             return "no faithfulness scores: the run has not explained any mistakes yet"
@@ -181,11 +182,10 @@ class RunResult:
         val = f", val accuracy {100 * self.val_accuracy:.2f}%" if self.val_accuracy is not None else ""
         return f"RunResult({str(self.run_dir)!r}: {self.epochs} epochs{val}{test})"
 
-    def _json(self, name: str, missing: Any = None) -> Any:
+    def _json(self, name: str) -> dict[str, Any]:
+        """A JSON file of the run; {} where the run has not written it (yet)."""
         path = self.run_dir / name
-        if missing is not None and not path.is_file():
-            return missing
-        return json.loads(path.read_text())
+        return json.loads(path.read_text()) if path.is_file() else {}
 
     def _show(self, figure: str, absent: str) -> None:
         path = self.figures.get(figure)
