@@ -134,11 +134,9 @@ def _train(args: argparse.Namespace) -> None:
     if args.set_aside_damaged and not given.get("resume"):
         raise ConfigError("set_aside_damaged: goes with --resume RUN_FOLDER (it sets aside that run's damaged files)")
     if given.get("resume"):
-        from ignite_cifar.training.launch import train
-        from ignite_cifar.training.resume import plan_resume
+        from ignite_cifar.training.resume_run import resume
 
-        plan = plan_resume(given["resume"], given, args.set_aside_damaged)
-        train(plan.config, plan)
+        resume(given.pop("resume"), set_aside_damaged=args.set_aside_damaged, **given)
     else:
         config = config_from_args(args)  # a bad value is refused here, before torch is imported (about 5 s)
         from ignite_cifar.training.launch import train

@@ -27,14 +27,16 @@ from ignite_cifar import files, run_folders
 from ignite_cifar.config import Config, dump_yaml
 from ignite_cifar.data.datasets import load_data
 from ignite_cifar.errors import ConfigError, MachineError, TrainingStopped, UserError
+from ignite_cifar.explain.run_result import RunResult, finished_run
 from ignite_cifar.training.process import LaunchPlan, check_device, check_layer, derived_settings, quiet_library_loggers
 from ignite_cifar.training.resume import ResumePlan, check_fits, kept_and_next, plan_resume, set_aside
 from ignite_cifar.training.stopping import StopRequests, launcher_signals
 from ignite_cifar.training.trainer import train_process
 
 
-def train(config: Config, resume: ResumePlan | None = None) -> dict[str, Any]:
-    """Train as configured; returns rank 0's summary (final val accuracy, run folder, epochs).
+def train(config: Config, resume: ResumePlan | None = None) -> RunResult | None:
+    """Train as configured; returns the run (its folder, history, test evaluation, mistakes and figures: RunResult)
+    in rank 0's process, None in the others of a torchrun launch.
 
     Args:
         config: the run's settings.
@@ -55,12 +57,12 @@ def train(config: Config, resume: ResumePlan | None = None) -> dict[str, Any]:
             lock.release()
 
 
-def _run(config: Config, plan: LaunchPlan, nproc: int | None, spawn: dict[str, Any]) -> dict[str, Any]:
+def _run(config: Config, plan: LaunchPlan, nproc: int | None, spawn: dict[str, Any]) -> RunResult | None:
     result: dict[str, Any] = {}
     if not nproc:
         with idist.Parallel(backend=_backend(config)) as parallel:
             parallel.run(train_in_process, plan, result)
-        return result
+        return finished_run(result)
     # Spawned processes cannot hand back a dict or an exception: they report how they stopped in a file.
     logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)  # "Terminating process ..." on a stop
     fd, plan.outcome_file = tempfile.mkstemp(prefix="ignite-cifar-outcome-", suffix=".json")
@@ -78,7 +80,7 @@ def _run(config: Config, plan: LaunchPlan, nproc: int | None, spawn: dict[str, A
     finally:
         os.unlink(plan.outcome_file)
     result.update(_summary_from_disk(plan))  # what rank 0 wrote
-    return result
+    return finished_run(result)
 
 
 def train_in_process(local_rank: int, plan: LaunchPlan, result: dict[str, Any]) -> None:

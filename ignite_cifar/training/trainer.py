@@ -6,13 +6,11 @@ The same code on 1 CPU, N CPUs with gloo or N GPUs with nccl (launch.py starts i
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
 import ignite.distributed as idist
 import torch
-from ignite.contrib.handlers import ProgressBar
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 from torch import nn
@@ -47,6 +45,7 @@ from ignite_cifar.training.process import (
     setup_process,
     shared_run_dir,
 )
+from ignite_cifar.training.progress import attach_progress_bar
 from ignite_cifar.training.resume import kept_and_next, private_copy
 from ignite_cifar.training.run_end import explain_on_completion, explanations_skipped, finish, stopped
 from ignite_cifar.training.run_state import Outputs, Run
@@ -203,8 +202,7 @@ def attach_outputs(plan: LaunchPlan, run: Run, net: Network, flow: Dataflow, dev
                                         config_text)
         outputs.hparams = HParamsLog(outputs.tb.writer, config)
         add_layout(outputs.tb.writer)
-        if sys.stderr.isatty():  # a bar redrawn 400 times an epoch is noise in a log file
-            ProgressBar(persist=False).attach(trainer, output_transform=lambda out: {"loss": out["loss"]})
+        attach_progress_bar(trainer)
         log.info("run folder: %s | %s%s width %g, %d process(es) on %s (%s) | %d train / %d val images | %s%s",
                  run_dir, config.model, " (standardized convolutions)" if config.weight_standardization else "",
                  config.width, idist.get_world_size(), device, precision.describe(),
