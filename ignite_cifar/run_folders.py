@@ -23,6 +23,8 @@ except ImportError:  # Windows: runs are claimed, but not locked
     fcntl = None
 
 LOCK_FILE = ".lock"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 NAME_MAX = 255  # bytes in one file name: Linux, macOS and Windows file systems alike
 # Room for the longest path a run writes inside its folder: a best checkpoint
 # (checkpoints/best_model_<epoch>_val_accuracy=<acc>.pt) or a TensorBoard events file
@@ -86,7 +88,9 @@ def _candidates(out: Path, name: str | None) -> Iterator[Path]:
 
 def _staging_folder(out: Path) -> Path:
     try:
-        return Path(tempfile.mkdtemp(prefix=".claiming-", dir=out))
+        staging = Path(tempfile.mkdtemp(prefix=".claiming-", dir=out))
+        os.chmod(staging, 0o777 & ~_UMASK)  # mkdtemp makes 0700; the run folder gets what mkdir would give it
+        return staging
     except OSError as exc:
         raise MachineError(f"cannot create a run folder in {out}: {exc.strerror}; nothing was written. Run the same "
                            "command again once the cause is gone") from None
