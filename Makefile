@@ -17,7 +17,7 @@ $(STAMP): setup.cfg pyproject.toml
 train: $(STAMP)          ## the default recipe; e.g. make train ARGS="--dataset folder --data-dir DIR"
 	$(BIN)/python -m ignite_cifar train $(ARGS)
 
-smoke: $(STAMP)          ## a 20-second run on synthetic data (or ARGS="--dataset folder --data-dir DIR")
+smoke: $(STAMP)          ## 2 epochs on synthetic data, ending with 20 mistakes and GradCAM (or ARGS="--dataset folder --data-dir DIR")
 	$(BIN)/python -m ignite_cifar train --config smoke $(ARGS)
 
 lr-find: $(STAMP)        ## LR range test -> lr_find.png/.json; e.g. make lr-find ARGS="--dataset folder --data-dir DIR --width 0.25"

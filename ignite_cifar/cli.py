@@ -22,12 +22,13 @@ from ignite_cifar.config import (
     read_yaml,
 )
 from ignite_cifar.config_checks import CAM_METHODS, MISTAKE_ORDERS, check_run_name
-from ignite_cifar.errors import MachineError, TrainingStopped, UserError
+from ignite_cifar.errors import ConfigError, MachineError, TrainingStopped, UserError
 
 CONFIG_HELP = (f"YAML file, or a shipped config: {', '.join(SHIPPED_CONFIGS)}; give it again to layer another on "
                "top (later files win, e.g. --config assignment --config my-change.yaml)")
 
 PROG = "ignite-cifar"
+NEXT_COMMAND = " with: python -m ignite_cifar "  # how a line names the command that carries a run on
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                                          "assignment's)")
     train.add_argument("--config", action="append", default=None, help=CONFIG_HELP)
     train.add_argument("--debug", action="store_true", help="show tracebacks")
+    train.add_argument("--set-aside-damaged", action="store_true",
+                       help="with --resume: rename a damaged newest checkpoint or history.json to <name>.damaged and "
+                            "go on from the checkpoint before it (or from the start where there is none)")
     train.add_argument("--estimate", action="store_true",
                        help="measure the configured step for a few seconds, print the whole run's estimated time "
                             "(and what would be faster here), write nothing and exit")
@@ -130,15 +134,15 @@ def _train(args: argparse.Namespace) -> None:
     """`train`; with --resume, the resumed run's config.yaml replaces the defaults and --config, and the flags
     given now update it (resume.py works out what they change)."""
     given = given_flags(args)
+    if args.set_aside_damaged and not given.get("resume"):
+        raise ConfigError("set_aside_damaged: goes with --resume RUN_FOLDER (it sets aside that run's damaged files)")
     if args.estimate:
         _estimate(args, given)
         return
     if given.get("resume"):
-        from ignite_cifar.training.launch import train
-        from ignite_cifar.training.resume import plan_resume
+        from ignite_cifar.training.resume_run import resume
 
-        plan = plan_resume(given["resume"], given)
-        train(plan.config, plan)
+        resume(given.pop("resume"), set_aside_damaged=args.set_aside_damaged, **given)
     else:
         config = config_from_args(args)  # a bad value is refused here, before torch is imported (about 5 s)
         from ignite_cifar.training.launch import train
@@ -152,7 +156,7 @@ def _estimate(args: argparse.Namespace, given: dict[str, Any]) -> None:
     if given.get("resume"):
         from ignite_cifar.training.resume import plan_resume
 
-        resume = plan_resume(given["resume"], given)
+        resume = plan_resume(given["resume"], given, args.set_aside_damaged)  # sets nothing aside: that is the run's
         config = resume.config
     else:
         config = config_from_args(args)  # refused before torch is imported, as for the run
@@ -226,7 +230,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MachineError as exc:
         if args.debug:
             raise
-        print(f"{PROG}: error: {exc} (--debug shows the traceback)", file=sys.stderr)
+        # a line that ends in the command to run next keeps it last, so it can be copied (or followed) as it is
+        hint = "" if NEXT_COMMAND in str(exc) else " (--debug shows the traceback)"
+        print(f"{PROG}: error: {exc}{hint}", file=sys.stderr)
         return exc.exit_code
     except TrainingStopped as exc:
         from ignite_cifar.signals import ignore_stop_signals

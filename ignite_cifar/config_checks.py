@@ -9,6 +9,7 @@ from dataclasses import fields
 from typing import Any
 
 from ignite_cifar.errors import ConfigError
+from ignite_cifar.run_folders import NAME_MAX
 
 # Each tuple of names belongs to the module that gives them their meaning (named beside it); that module builds from
 # these names, and tests/test_config.py checks that both agree.
@@ -83,15 +84,27 @@ def check_combinations(config: Any) -> None:
         raise ConfigError(f"compile_mode: {config.compile_mode} needs --compile")
 
 
+# names Windows keeps for devices, with any extension: a run folder so named cannot be copied to Windows
+WINDOWS_RESERVED = frozenset({"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
+                              *(f"LPT{i}" for i in range(1, 10))})
+
+
 def check_run_name(name: str) -> None:
     """A run name is one folder name, the run folder's inside --output-dir: not empty, no path separator, not '.' or
-    '..', not absolute (each of those would put the run folder elsewhere, or nowhere)."""
+    '..', not absolute (each of those would put the run folder elsewhere, or nowhere), no longer than a file system
+    takes, not a device name Windows reserves."""
     separators = {"/", os.sep, os.altsep} - {None}
     if not name.strip():
         raise ConfigError(f"run_name: {name!r} is empty: give a folder name, or leave --run-name out for a timestamp")
     if name in (".", "..") or any(sep in name for sep in separators) or "\0" in name or os.path.isabs(name):
         raise ConfigError(f"run_name: {name!r} is not a folder name: give one name without '/', other than '.' and "
                           "'..' (the run folder goes inside --output-dir)")
+    if len(os.fsencode(name)) > NAME_MAX:
+        raise ConfigError(f"run_name: {name[:40]!r}... is {len(os.fsencode(name))} bytes long; file systems take "
+                          f"folder names of at most {NAME_MAX}: give a shorter --run-name")
+    if name.split(".")[0].strip().upper() in WINDOWS_RESERVED:
+        raise ConfigError(f"run_name: {name!r} is a device name Windows reserves, so the run folder could not be "
+                          "copied there: give another --run-name")
 
 
 def check_names(config: Any) -> None:

@@ -17,6 +17,11 @@ class CheckpointError(UserError):
     """A file is not a checkpoint of this project, or does not fit the model."""
 
 
+class DamagedCheckpointError(CheckpointError):
+    """A file that should be a checkpoint of this project is truncated or unreadable (a copy cut short, a disk
+    fault), as opposed to one that is readable but not ours or not safe to load."""
+
+
 class MachineError(Exception):
     """The machine failed a write (a full disk, a vanished folder, a file-size limit) or killed a training process
     (the OOM killer): exit code 1. The message names the file or the process and the cause, and, during training,

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import torch
 
-from ignite_cifar.errors import CheckpointError, ConfigError, MachineError
+from ignite_cifar.errors import CheckpointError, ConfigError, DamagedCheckpointError, MachineError
 
 # A run folder: config.yaml (with a `derived` section: what the run computed, not what the user set),
 # history.json, checkpoints/, figures, tb/.
@@ -117,8 +117,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
-    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is not ours
-        raise CheckpointError(f"{path} is not a PyTorch checkpoint (not a torch.save archive)")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is not ours, or cut short
+        raise DamagedCheckpointError(f"{path} is not a PyTorch checkpoint (not a torch.save archive)")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -127,7 +127,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a safe checkpoint: it holds objects other than tensors and plain "
                               f"values{what}, so it was not loaded and nothing in it ran") from None
     except Exception as exc:  # torch.load raises many kinds on a damaged archive
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: "
+        raise DamagedCheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} is not a checkpoint of this project "
@@ -169,11 +169,25 @@ def _step(path: Path) -> int:
     return int(match.group(1)) if match else -1
 
 
+def find_checkpoints(run_dir: str | os.PathLike, prefix: str = LAST_PREFIX) -> list[Path]:
+    """The `prefix_*.pt` files in a run's checkpoints folder, newest (highest step) first."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    return sorted(folder.glob(f"{prefix}_*.pt"), key=_step, reverse=True) if folder.is_dir() else []
+
+
 def find_checkpoint(run_dir: str | os.PathLike, prefix: str = LAST_PREFIX) -> Path | None:
     """The newest `prefix_*.pt` in a run's checkpoints folder (highest step), or None."""
-    folder = Path(run_dir) / CHECKPOINT_DIR
-    found = sorted(folder.glob(f"{prefix}_*.pt"), key=_step) if folder.is_dir() else []
-    return found[-1] if found else None
+    found = find_checkpoints(run_dir, prefix)
+    return found[0] if found else None
+
+
+def run_finished(run_dir: str | os.PathLike) -> bool:
+    """Whether a run's completion step is done: its history.json holds the final test evaluation, which the
+    completion handler writes last, after every figure and file."""
+    try:
+        return "final_test" in json.loads((Path(run_dir) / HISTORY_FILE).read_text())
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def run_dir_of(checkpoint: Path) -> Path:

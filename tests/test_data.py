@@ -45,6 +45,15 @@ def test_synthetic_splits_drawn_once_are_handed_out_as_copies():
     assert np.array_equal(again.images, drawn) and again.labels.max() > 0
 
 
+def test_one_synthetic_image_in_five_mixes_two_classes_cues():
+    """A short run learns the clean images and still has mistakes to explain (about half the mixed ones)."""
+    labels = np.arange(1000) % 10
+    colour, stripe = data_mod._mixed_cues(labels, 10, np.random.default_rng(0))
+    mixed = (colour != labels) | (stripe != labels)
+    assert 0.17 < mixed.mean() < 0.23
+    assert not ((colour != labels) & (stripe != labels)).any()  # one cue stays the label's
+
+
 def test_load_data_synthetic_shapes():
     data = load_data(make_config({"dataset": "synthetic", "train_subset": 100, "test_subset": 30}))
     assert data.train.images.shape == (100, 32, 32, 3) and data.train.labels.shape == (100,)

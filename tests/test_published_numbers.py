@@ -140,3 +140,8 @@ def test_each_number_in_readmes_results_table_is_in_the_report_it_cites():
         assert not missing, f"{missing} of README's row {row} are in none of {[str(r) for r in reports]}"
         checked += len(values)
     assert checked >= 10  # the table still publishes numbers
+
+
+def test_the_results_page_stays_a_page():
+    """docs/results.md is where README sends a reader for every number: at most 200 lines, or it stops being read."""
+    assert len((REPO / "docs" / "results.md").read_text().splitlines()) <= 200

@@ -187,7 +187,7 @@ def test_a_process_killed_like_out_of_memory_ends_in_one_line_and_the_run_resume
     assert "Traceback" not in err and err.strip().splitlines()[-1] == (
         "ignite-cifar: error: training process 1 of 2 was killed by signal 9 (SIGKILL, possibly out of memory); the "
         f"other was stopped. Last good checkpoint: {run_dir / 'checkpoints' / 'last_checkpoint_6.pt'}. Resume with: "
-        f"python -m ignite_cifar train --resume {run_dir} (--debug shows the traceback)"), err
+        f"python -m ignite_cifar train --resume {run_dir}"), err
     assert not multiprocessing.active_children()
     monkeypatch.undo()
     assert cli.main(["train", "--resume", str(run_dir)]) == 0
@@ -205,19 +205,23 @@ def test_a_process_that_dies_otherwise_is_named_with_its_signal_or_exit_code(tmp
     plan = SimpleNamespace(config=SimpleNamespace(nproc_per_node=4), run_dir=tmp_path / "not-started")
     assert str(_died(plan, ProcessExitedException("", 2, 99, exit_code=3))) == (
         "training process 2 of 4 exited with code 3 without an error; the others were stopped. Last good checkpoint: "
-        "none (still in epoch 1)")
+        f"none (still in epoch 1). Start it again with: python -m ignite_cifar train --resume {plan.run_dir}")
     assert str(_died(plan, ProcessExitedException("", 0, 99, exit_code=-11, signal_name="SIGSEGV"))).startswith(
         "training process 0 of 4 was killed by signal 11 (SIGSEGV); the others were stopped.")
 
 
-def test_a_signal_in_the_last_epoch_leaves_a_finished_run_to_explain(tmp_path, monkeypatch, capsys):
+def test_a_signal_in_the_last_epoch_leaves_a_run_its_line_finishes_without_training(tmp_path, monkeypatch, capsys):
     from ignite.engine import Events
 
     _send_signals(monkeypatch, "create_trainer", Events.ITERATION_STARTED, lambda e: e.state.iteration == 12)
     stopped = _stopped_run(tiny_config(tmp_path, run_name="last", n_misclassified=2))
     run_dir = tmp_path / "runs" / "last"
-    assert "explain --run" in str(stopped) and not (run_dir / "gradcam.png").exists()
+    kept = files.find_checkpoint(run_dir)
+    assert str(stopped).endswith(f"Training is done and saved in {kept}. Finish the run with: "
+                                 f"python -m ignite_cifar train --resume {run_dir}"), stopped
+    assert not (run_dir / "gradcam.png").exists() and not files.run_finished(run_dir)
     assert [r["epoch"] for r in _history(run_dir)] == [1, 2]
     monkeypatch.undo()
-    assert cli.main(["explain", "--run", str(run_dir), "--n", "2"]) == 0
-    assert (run_dir / "gradcam.png").is_file()
+    assert cli.main(["train", "--resume", str(run_dir)]) == 0
+    assert (run_dir / "gradcam.png").is_file() and files.run_finished(run_dir)
+    assert files.find_checkpoint(run_dir) == kept and [r["epoch"] for r in _history(run_dir)] == [1, 2]

@@ -14,6 +14,7 @@ import yaml
 from ignite.engine import Events
 
 from ignite_cifar import cli, files
+from ignite_cifar.config import Config
 from ignite_cifar.data.augment import normalize_array
 from ignite_cifar.data.datasets import load_data
 from ignite_cifar.errors import TrainingStopped
@@ -253,17 +254,23 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypat
     assert not (run_dir / "misclassified.json").exists()  # the completion handler did not run
 
 
-def test_a_loss_that_blows_up_while_finite_stops_the_run_in_one_line(tmp_path, capsys):
+def test_a_loss_that_blows_up_while_finite_stops_the_run_in_one_line_whose_command_trains_it(tmp_path, capsys):
     """The default recipe (Adam, standardized convolutions) at lr 1e6: the loss stays finite (about 1e12), so the
-    NaN check never fires; the blow-up check stops the run at its first read (--log-every 2), exit code 1."""
+    NaN check never fires; the blow-up check stops the run at its first read (--log-every 2), exit code 1. The
+    line's command starts the run again with an lr the default recipe trains with, and it finishes."""
     code = cli.main(["train", "--dataset", "synthetic", "--width", "0.0625", "--train-subset", "300", "--test-subset",
                      "100", "--batch-size", "50", "--num-workers", "0", "--log-every", "2", "--amp", "off",
-                     "--probe-every", "0", "--no-explain-at-end", "--lr", "1e6", "--output-dir", str(tmp_path)])
+                     "--probe-every", "0", "--no-explain-at-end", "--lr", "1e6", "--epochs", "1", "--output-dir",
+                     str(tmp_path)])
     err = capsys.readouterr().err.strip()
+    run_dir, = tmp_path.iterdir()
     assert code == 1 and err.count("\n") == 0 and "Traceback" not in err, err
     assert err.startswith("ignite-cifar: the loss blew up in epoch 1: mean training loss ")
-    assert err.endswith("by iteration 2, above 23.0 (10 x ln 10, where a fresh model starts); training stopped. "
-                        "Last good checkpoint: none (it happened in epoch 1). Try a smaller --lr.")
+    command = f"python -m ignite_cifar train --resume {run_dir} --lr 0.001"
+    assert err.endswith("by iteration 2, above 23.0 (10 x ln 10, where a fresh model starts); training stopped. Try a "
+                        f"smaller lr. Last good checkpoint: none (still in epoch 1). Start it again with: {command}")
+    assert cli.main(command.split()[3:]) == 0
+    assert [r["epoch"] for r in json.loads((run_dir / "history.json").read_text())["epochs"]] == [1]
 
 
 def test_a_blown_up_epoch_is_neither_evaluated_nor_checkpointed(tmp_path, monkeypatch):
@@ -285,7 +292,9 @@ def test_a_blown_up_epoch_is_neither_evaluated_nor_checkpointed(tmp_path, monkey
     run_dir = tmp_path / "runs" / "blown"
     kept = files.find_checkpoint(run_dir)
     assert kept is not None and kept.name == "last_checkpoint_6.pt" and str(kept) in str(stopped.value)
-    assert stopped.value.exit_code == 1 and str(stopped.value).endswith("Try a smaller --lr.")
+    assert stopped.value.exit_code == 1 and str(stopped.value).endswith(
+        f"Try a smaller lr. Last good checkpoint: {kept}. Resume with: python -m ignite_cifar train --resume {run_dir} "
+        "--lr 0.002")  # a tenth of the run's 0.02
     assert [r["epoch"] for r in json.loads((run_dir / "history.json").read_text())["epochs"]] == [1]
     assert not (run_dir / "misclassified.json").exists()  # the completion handler did not run
 
@@ -548,4 +557,4 @@ def test_a_nan_loss_on_another_process_stops_this_one_at_the_same_read(monkeypat
     guard = divergence.LossGuard(every=2).attach(engine)
     engine.run(range(6), max_epochs=1)
     assert guard.iteration == 2 and guard.blown_up is None and engine.state.iteration == 2
-    assert "the loss became NaN or infinite at iteration 2" in str(guard.error(Path("/nonexistent"), 1))
+    assert "the loss became NaN or infinite at iteration 2" in str(guard.error(Path("/nonexistent"), 1, Config()))

@@ -17,9 +17,10 @@ import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 
-from ignite_cifar import files
+from ignite_cifar.config import Config, read_yaml
 from ignite_cifar.errors import TrainingStopped
 from ignite_cifar.training.handlers import NonFiniteLossGuard
+from ignite_cifar.training.resume import kept_and_next
 
 BLOW_UP_FACTOR = 10.0
 
@@ -70,17 +71,25 @@ class LossGuard(NonFiniteLossGuard):
             self.blown_up = (engine.state.iteration, mean, limit, classes)
             engine.terminate()
 
-    def error(self, run_dir: Path, epoch: int) -> TrainingStopped:
-        """The one line that ends a stopped run (exit code 1): what happened, where, and the checkpoint kept."""
+    def error(self, run_dir: Path, epoch: int, config: Config) -> TrainingStopped:
+        """The one line that ends a stopped run (exit code 1): what happened, where, the checkpoint kept and the
+        command that carries the run on with a smaller lr (smaller_lr)."""
         if self.blown_up is None:
             what = f"the loss became NaN or infinite at iteration {self.iteration} (epoch {epoch})"
         else:
             iteration, mean, limit, classes = self.blown_up
             what = (f"the loss blew up in epoch {epoch}: mean training loss {mean:.3g} by iteration {iteration}, "
                     f"above {limit:.1f} ({BLOW_UP_FACTOR:g} x ln {classes}, where a fresh model starts)")
-        kept = files.find_checkpoint(run_dir)
-        return TrainingStopped(f"{what}; training stopped. Last good checkpoint: "
-                               f"{kept or 'none (it happened in epoch 1)'}. Try a smaller --lr.", exit_code=1)
+        return TrainingStopped(f"{what}; training stopped. Try a smaller lr. "
+                               + kept_and_next(run_dir, options=f" --lr {smaller_lr(config):.3g}"), exit_code=1)
+
+
+def smaller_lr(config: Config) -> float:
+    """The lr to carry a blown-up run on with: a tenth of its own, and no more than the lr the shipped recipes train
+    with for its optimizer (the default's for Adam and AdamW, the assignment's for SGD), so that one retry follows
+    even from an lr many powers of ten too large."""
+    shipped = read_yaml("assignment")["lr"] if config.optimizer == "sgd" else Config().lr
+    return min(config.lr / 10, shipped)
 
 
 def chance_level(accuracy: float, classes: int, images: int) -> str | None:

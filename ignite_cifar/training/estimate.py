@@ -108,9 +108,13 @@ def device_sync(device: torch.device) -> Callable[[], None]:
     return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
 
 
-def log_above_bar(message: str) -> None:
-    """Write a line above the progress bar (a plain log line would be glued to the bar's end mid-epoch)."""
-    tqdm.write(message, file=sys.stderr)
+def log_line(message: str) -> None:
+    """Log a line; in a terminal, above the progress bar (a plain log line would be glued to the bar's end
+    mid-epoch)."""
+    if sys.stderr.isatty():
+        tqdm.write(message, file=sys.stderr)
+    else:
+        log.info(message)
 
 
 def duration(seconds: float) -> str:
@@ -148,7 +152,7 @@ class RunEstimator:
 
     def __init__(self, batch_size: int, eval_images: int, evaluators: int, machine: Machine,
                  window: Window = Window(), clock: Callable[[], float] = time.monotonic,
-                 report: Callable[[str], None] | None = log.info, sync: Callable[[], None] = lambda: None):
+                 report: Callable[[str], None] | None = log_line, sync: Callable[[], None] = lambda: None):
         self.batch_size, self.eval_images, self.evaluators = batch_size, eval_images, evaluators
         self.machine, self.window, self.clock, self.report, self.sync = machine, window, clock, report, sync
         self.first: Estimate | None = None  # the estimate made after the warm-up

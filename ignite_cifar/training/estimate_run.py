@@ -61,6 +61,10 @@ def estimate_run(config: Config, resume: ResumePlan | None = None) -> Estimate |
     check_layer(config)  # what the run would refuse, the estimate refuses too
     if config.resume:
         resume = resume or plan_resume(config.resume, config.to_dict())
+    if resume is not None and resume.completion_only:
+        log.info("estimate: %s has trained all %d epochs; resuming it only writes its test evaluation, figures and "
+                 "explanations (nothing was written)", resume.run_dir, config.epochs)
+        return None
     data = load_data(config)
     if resume is not None:
         check_fits(resume, len(data.classes))
@@ -81,7 +85,9 @@ def estimate_run(config: Config, resume: ResumePlan | None = None) -> Estimate |
 
 
 def _epochs_done(resume: ResumePlan | None) -> float:
-    if resume is None:
+    """Where the run starts, in epochs: 0, or the resumed checkpoint's (fractional after a mid-epoch stop; 0 for a
+    run stopped before its first checkpoint, which starts again)."""
+    if resume is None or resume.state is None:
         return 0.0
     trainer = resume.state["trainer"]
     return int(trainer.get("iteration", 0)) / max(1, int(trainer.get("epoch_length") or 1))

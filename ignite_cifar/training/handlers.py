@@ -83,7 +83,17 @@ class NonFiniteLossGuard:
 
 class CheckpointSaver(DiskSaver):
     """ignite's atomic DiskSaver, whose failed writes (torch reports a full disk as a zip writer's position error)
-    become a MachineError naming the file and the cause; the temporary file is removed by DiskSaver itself."""
+    become a MachineError naming the file and the cause; the temporary file is removed by DiskSaver itself.
+
+    ignite's Checkpoint removes the file it replaces before it writes the new one: a write that then fails (a full
+    disk) would leave no checkpoint at all. Here a removal waits until the new file is written. With `prefix`, every
+    other `<prefix>_*.pt` goes then too: ignite knows only the files its own process wrote, so a resumed run would
+    otherwise keep the checkpoint it resumed from for good."""
+
+    def __init__(self, *args, prefix: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.prefix = prefix
+        self._superseded: list[str] = []
 
     def __call__(self, checkpoint, filename: str, metadata=None) -> None:
         try:
@@ -91,6 +101,14 @@ class CheckpointSaver(DiskSaver):
         except (OSError, RuntimeError) as exc:
             cause = files.write_failure_cause(Path(self.dirname), exc)
             raise MachineError(f"cannot write {Path(self.dirname) / filename}: {cause}") from exc
+        older = [p.name for p in files.find_checkpoints(Path(self.dirname).parent, self.prefix)] if self.prefix else []
+        for old in {*self._superseded, *older} - {filename}:
+            if (Path(self.dirname) / old).exists():
+                super().remove(old)
+        self._superseded = []
+
+    def remove(self, filename: str) -> None:
+        self._superseded.append(filename)
 
 
 def attach_checkpoints(trainer: Engine, val_evaluator: Engine, to_save: dict[str, Any], run_dir: Path,
@@ -101,7 +119,7 @@ def attach_checkpoints(trainer: Engine, val_evaluator: Engine, to_save: dict[str
     so the saved scheduler state already includes that epoch's val loss.
     """
     folder = run_dir / files.CHECKPOINT_DIR
-    last = Checkpoint(to_save, CheckpointSaver(str(folder), require_empty=False, atomic=True),
+    last = Checkpoint(to_save, CheckpointSaver(str(folder), require_empty=False, atomic=True, prefix=files.LAST_PREFIX),
                       filename_prefix=files.LAST_PREFIX, n_saved=1,
                       global_step_transform=lambda engine, _: engine.state.iteration)
     best = Checkpoint({"model": model}, CheckpointSaver(str(folder), require_empty=False, atomic=True),

@@ -8,6 +8,7 @@ too.
 
 from __future__ import annotations
 
+import datetime as dt
 import gc
 import json
 import logging
@@ -22,18 +23,20 @@ import ignite.distributed as idist
 import torch
 from torch.multiprocessing.spawn import ProcessExitedException, ProcessRaisedException
 
-from ignite_cifar import files
-from ignite_cifar.config import Config
+from ignite_cifar import files, run_folders
+from ignite_cifar.config import Config, dump_yaml
 from ignite_cifar.data.datasets import load_data
 from ignite_cifar.errors import ConfigError, MachineError, TrainingStopped, UserError
+from ignite_cifar.explain.run_result import RunResult, finished_run
 from ignite_cifar.training.process import LaunchPlan, check_device, check_layer, derived_settings, quiet_library_loggers
-from ignite_cifar.training.resume import ResumePlan, check_fits, plan_resume
+from ignite_cifar.training.resume import ResumePlan, check_fits, kept_and_next, plan_resume, set_aside
 from ignite_cifar.training.stopping import StopRequests, launcher_signals
 from ignite_cifar.training.trainer import train_process
 
 
-def train(config: Config, resume: ResumePlan | None = None) -> dict[str, Any]:
-    """Train as configured; returns rank 0's summary (final val accuracy, run folder, epochs).
+def train(config: Config, resume: ResumePlan | None = None) -> RunResult | None:
+    """Train as configured; returns the run (its folder, history, test evaluation, mistakes and figures: RunResult)
+    in rank 0's process, None in the others of a torchrun launch.
 
     Args:
         config: the run's settings.
@@ -44,11 +47,22 @@ def train(config: Config, resume: ResumePlan | None = None) -> dict[str, Any]:
     nproc = config.nproc_per_node if config.nproc_per_node > 1 and "WORLD_SIZE" not in os.environ else None
     spawn = {"nproc_per_node": nproc, "master_port": master_port()} if nproc else {}
     plan = plan_run(config, resume)
+    lock = run_folders.RunLock(plan.run_dir).acquire() if claims_run_folder() else None
+    try:
+        if plan.resume is not None and claims_run_folder():
+            set_aside(plan.resume)
+        return _run(config, plan, nproc, spawn)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run(config: Config, plan: LaunchPlan, nproc: int | None, spawn: dict[str, Any]) -> RunResult | None:
     result: dict[str, Any] = {}
     if not nproc:
         with idist.Parallel(backend=_backend(config)) as parallel:
             parallel.run(train_in_process, plan, result)
-        return result
+        return finished_run(result)
     # Spawned processes cannot hand back a dict or an exception: they report how they stopped in a file.
     logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)  # "Terminating process ..." on a stop
     fd, plan.outcome_file = tempfile.mkstemp(prefix="ignite-cifar-outcome-", suffix=".json")
@@ -66,7 +80,7 @@ def train(config: Config, resume: ResumePlan | None = None) -> dict[str, Any]:
     finally:
         os.unlink(plan.outcome_file)
     result.update(_summary_from_disk(plan))  # what rank 0 wrote
-    return result
+    return finished_run(result)
 
 
 def train_in_process(local_rank: int, plan: LaunchPlan, result: dict[str, Any]) -> None:
@@ -89,7 +103,8 @@ def train_in_process(local_rank: int, plan: LaunchPlan, result: dict[str, Any]) 
 
 # ---------------------------------------------------------------- checks before any process starts
 def plan_run(config: Config, resume: ResumePlan | None = None) -> LaunchPlan:
-    """Everything that can fail because of the user's input, checked before training starts."""
+    """Everything that can fail because of the user's input, checked before training starts; then, for a new run,
+    its folder claimed (the one process that claims it writes its config.yaml first)."""
     check_device(config)
     check_layer(config)
     if config.resume:
@@ -97,17 +112,36 @@ def plan_run(config: Config, resume: ResumePlan | None = None) -> LaunchPlan:
         run_dir = resume.run_dir
     else:
         out = Path(config.output_dir)
+        run_dir = out / (config.run_name or dt.datetime.now().strftime("%Y%m%d-%H%M%S-99"))
+        run_folders.check_path_fits(run_dir)
         files.check_writable(out)
-        run_dir = out / config.run_name if config.run_name else None
-        if run_dir is not None and run_dir.exists():
+        if config.run_name and claims_run_folder() and run_dir.exists():  # early, before the data is read
             raise ConfigError(f"run_name: {run_dir} exists already; choose another --run-name, or continue it "
                               f"with --resume {run_dir}")
     data = load_data(config)
     if resume is not None:
         check_fits(resume, len(data.classes))
-    if run_dir is None:  # under torchrun every process picks one; the trainer keeps rank 0's
-        run_dir = files.timestamped(Path(config.output_dir))
-    return LaunchPlan(config, data, run_dir, derived_settings(config, data), resume)
+    derived = derived_settings(config, data)
+    if resume is None and claims_run_folder():  # under torchrun, rank 0 claims it and tells the others
+        run_dir = start_run_folder(config, derived)
+    return LaunchPlan(config, data, run_dir, derived, resume)
+
+
+def claims_run_folder() -> bool:
+    """Whether this process claims the run folder: the launcher, or rank 0 of the processes torchrun started."""
+    return "WORLD_SIZE" not in os.environ or os.environ.get("RANK", "0") == "0"
+
+
+def start_run_folder(config: Config, derived: dict[str, Any]) -> Path:
+    """Claim the new run's folder with its config.yaml in it, so that from the first moment `--resume` can start it
+    again from its config whatever happens; when even that cannot be written, nothing is left."""
+    def write_config(folder: Path) -> None:
+        try:
+            files.write_text(folder / files.CONFIG_FILE, dump_yaml({**config.to_dict(), files.DERIVED: derived}))
+        except MachineError as exc:
+            raise MachineError(f"{exc}; nothing was kept. Run the same command again once the cause is gone") from None
+
+    return run_folders.claim(Path(config.output_dir), config.run_name or None, write_config)
 
 
 def _backend(config: Config) -> str | None:
@@ -167,10 +201,8 @@ def _died(plan: LaunchPlan, exc: ProcessExitedException) -> MachineError:
         how = f"was killed by signal {signum} ({name}{', possibly out of memory' if signum == signal.SIGKILL else ''})"
     else:
         how = f"exited with code {exc.exit_code} without an error"
-    kept = files.find_checkpoint(plan.run_dir)
     return MachineError(f"training process {exc.error_index} of {n} {how}; the other{'s were' if n > 2 else ' was'} "
-                        f"stopped. Last good checkpoint: {kept or 'none (still in epoch 1)'}"
-                        + (f". Resume with: python -m ignite_cifar train --resume {plan.run_dir}" if kept else ""))
+                        f"stopped. {kept_and_next(plan.run_dir)}")
 
 
 def _summary_from_disk(plan: LaunchPlan) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from ignite_cifar.explain.saved_run import load_weights
 from ignite_cifar.explain.settings import Destination, ExplainSettings
 from ignite_cifar.training.divergence import chance_level
 from ignite_cifar.training.process import LaunchPlan, Network, parameter_checksum
+from ignite_cifar.training.resume import RESUME_COMMAND, kept_and_next
 from ignite_cifar.training.run_state import Outputs, Run
 from ignite_cifar.training.stopping import StopRequests
 
@@ -57,13 +58,16 @@ def explain_on_completion(plan: LaunchPlan, run: Run, net: Network, outputs: Out
         summary = write_explanations(model, plan.test_images(), ExplainSettings.of(config),
                                      Destination(run_dir, outputs.tb.writer, engine.state.epoch, logged), device,
                                      source, probe_indices(data.test.labels, config.probe_size, config.seed))
+        outputs.hparams.record_completion(summary["test_accuracy"], summary["test_loss"], engine.state.epoch)
+        # last: a run whose history holds its final test is finished (files.run_finished); until then --resume
+        # writes the completion step again
         outputs.history.extra["final_test"] = {k: summary[k] for k in ("test_loss", "test_accuracy",
                                                                         "per_class_accuracy")}
         outputs.history.write()
-        outputs.hparams.record_completion(summary["test_accuracy"], summary["test_loss"], engine.state.epoch)
-        log.info("test accuracy (%s model): %.2f%% on %d images; %d mistakes explained in %s",
-                 source, 100 * summary["test_accuracy"], summary["test_images"], len(summary["mistakes"]),
-                 run_dir / "gradcam.png")
+        drawn = summary["files"].get("gradcam")
+        log.info("test accuracy (%s model): %.2f%% on %d images; %s", source, 100 * summary["test_accuracy"],
+                 summary["test_images"], f"{len(summary['mistakes'])} mistakes explained in {drawn}" if drawn
+                 else "no mistakes to explain: every test image is classified correctly")
         if chance := chance_level(summary["test_accuracy"], len(data.classes), summary["test_images"]):
             log.warning("%s", chance)
 
@@ -73,10 +77,9 @@ def explain_on_completion(plan: LaunchPlan, run: Run, net: Network, outputs: Out
 def finish(config: Config, run: Run, net: Network, outputs: Outputs, device: torch.device, run_dir: Path,
            result: dict[str, Any]) -> None:
     """After the last epoch: a stop for a NaN or blown-up loss, the replicas' agreement, and the final line."""
-    if outputs.tb:
-        outputs.tb.close()
+    close_tensorboard(outputs)
     if run.loss_guard.stopped:
-        raise run.loss_guard.error(run_dir, run.trainer.state.epoch)
+        raise run.loss_guard.error(run_dir, run.trainer.state.epoch, config)
     rank, world = idist.get_rank(), idist.get_world_size()
     if world > 1:
         # DDP keeps replicas identical by construction; check it, so a broken setup cannot go unnoticed.
@@ -95,22 +98,32 @@ def finish(config: Config, run: Run, net: Network, outputs: Outputs, device: tor
               flush=True)
 
 
+def close_tensorboard(outputs: Outputs) -> None:
+    """Close the event writer. Every file of the run is written and the completion step flushed the events, so a
+    write that fails now (the disk filled this moment) costs nothing the run needs: a warning, not a failure, which
+    would name a command for a run that is finished."""
+    if not outputs.tb:
+        return
+    try:
+        outputs.tb.close()
+    except OSError as exc:
+        log.warning("TensorBoard's event file could not be closed (%s); the run's files are complete",
+                    exc.strerror or exc)
+
+
 def stopped(stops: StopRequests, run: Run, outputs: Outputs, run_dir: Path) -> TrainingStopped:
     """What a Ctrl-C or SIGTERM leaves: a resumable checkpoint of a safe point, and one line saying how to go on."""
     code = 143 if stops.sigterm else 130
     state = run.trainer.state
-    resume = f"Resume with: python -m ignite_cifar train --resume {run_dir}"
     if stops.training_done:
-        message = (f"interrupted after training finished (epoch {state.epoch}, saved in "
-                   f"{files.find_checkpoint(run_dir)}), before the explanations were written. Write them with: "
-                   f"python -m ignite_cifar explain --run {run_dir}")
+        message = (f"interrupted after training finished (epoch {state.epoch}), before the test evaluation and "
+                   f"explanations were written. {kept_and_next(run_dir, training_done=True)}")
     elif stops.forced:
-        message = (f"stopped at once by a second signal at epoch {state.epoch}, iteration {state.iteration}; kept "
-                   f"the last checkpoint, {files.find_checkpoint(run_dir) or 'none (still in epoch 1)'}. {resume}")
+        message = (f"stopped at once by a second signal at epoch {state.epoch}, iteration {state.iteration}. "
+                   f"{kept_and_next(run_dir)}")
     else:
         run.last_checkpoint(run.trainer)  # a safe point (mid-epoch included): resuming continues from exactly here
         message = (f"interrupted at epoch {state.epoch}, iteration {state.iteration}; saved "
-                   f"{files.find_checkpoint(run_dir)}. {resume}")
-    if outputs.tb:
-        outputs.tb.close()
+                   f"{files.find_checkpoint(run_dir)}. Resume with: {RESUME_COMMAND} {run_dir}")
+    close_tensorboard(outputs)
     return TrainingStopped(message, exit_code=code)

@@ -6,13 +6,11 @@ The same code on 1 CPU, N CPUs with gloo or N GPUs with nccl (launch.py starts i
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
 import ignite.distributed as idist
 import torch
-from ignite.contrib.handlers import ProgressBar
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 from torch import nn
@@ -31,7 +29,7 @@ from ignite_cifar.training.captured_step import LrPlacement
 from ignite_cifar.training.divergence import LossGuard
 from ignite_cifar.training.engines import Precision
 from ignite_cifar.training.environment import resumed_elsewhere, starts_record
-from ignite_cifar.training.estimate import RUN_LEFT, RunEstimator, device_sync, log_above_bar
+from ignite_cifar.training.estimate import RunEstimator, device_sync
 from ignite_cifar.training.handlers import (
     History,
     RNGState,
@@ -49,7 +47,8 @@ from ignite_cifar.training.process import (
     setup_process,
     shared_run_dir,
 )
-from ignite_cifar.training.resume import private_copy
+from ignite_cifar.training.progress import attach_progress_bar
+from ignite_cifar.training.resume import kept_and_next, private_copy
 from ignite_cifar.training.run_end import explain_on_completion, explanations_skipped, finish, stopped
 from ignite_cifar.training.run_state import Outputs, Run
 from ignite_cifar.training.schedules import Plateau, attach_plateau_scheduler, attach_warmup, current_lr
@@ -60,10 +59,27 @@ log = logging.getLogger("ignite_cifar")
 
 
 def train_process(plan: LaunchPlan, result: dict[str, Any], stops: StopRequests) -> None:
+    """Set up, then build, restore, attach, run and finish (run_training). A write the machine refuses at any step
+    ends in one line naming the checkpoint kept and the one command that carries the run on."""
+    device = setup_process(plan.config)
+    run_dir = shared_run_dir(plan)
+    try:
+        run_training(plan, result, stops, device, run_dir)
+    except MachineError as exc:
+        raise MachineError(f"{exc}; {stopped_where(stops)}. {kept_and_next(run_dir, stops.training_done)}") from exc
+    except OSError as exc:  # a write outside files.py's own, such as TensorBoard's event writer's
+        raise MachineError(f"cannot write {exc.filename or run_dir / 'tb'}: {exc.strerror or exc}; "
+                           f"{stopped_where(stops)}. {kept_and_next(run_dir, stops.training_done)}") from exc
+
+
+def stopped_where(stops: StopRequests) -> str:
+    return "the completion step stopped" if stops.training_done else "training stopped"
+
+
+def run_training(plan: LaunchPlan, result: dict[str, Any], stops: StopRequests, device: torch.device,
+                 run_dir: Path) -> None:
     """Build, restore, attach, run, finish: each step one function below."""
     config = plan.config
-    device = setup_process(config)
-    run_dir = shared_run_dir(plan)
     precision = resolve_precision(config, device)
     flow = build_dataflow(config, plan.data, plan.derived["mean"], plan.derived["std"], device)
     net = build_model_and_optimizer(config, len(plan.data.classes), device, precision)
@@ -72,18 +88,23 @@ def train_process(plan: LaunchPlan, result: dict[str, Any], stops: StopRequests)
     outputs = attach_outputs(plan, run, net, flow, device, precision, run_dir, start_epoch)
     stops.attach(run.trainer)  # last: its checks run after every other handler
     try:
-        run.trainer.run(flow.train_loader, max_epochs=config.epochs)
+        if plan.resume is not None and plan.resume.completion_only:
+            complete(run.trainer, stops)
+        else:
+            run.trainer.run(flow.train_loader, max_epochs=config.epochs)
     except KeyboardInterrupt:
         stops.stopping = True  # also when it came from elsewhere (a plain KeyboardInterrupt in a library call)
         raise stopped(stops, run, outputs, run_dir) from None
-    except MachineError as exc:
-        kept = files.find_checkpoint(run_dir)
-        raise MachineError(f"{exc}; training stopped. Last good checkpoint: {kept or 'none (still in epoch 1)'}"
-                           + (f". Resume with: python -m ignite_cifar train --resume {run_dir}" if kept else "")
-                           ) from exc
     finally:
         shut_down_workers(flow.train_loader)
     finish(config, run, net, outputs, device, run_dir, result)
+
+
+def complete(trainer: Engine, stops: StopRequests) -> None:
+    """A resumed run whose training is done and whose completion step is not: that step alone, with the handlers
+    the end of its last epoch would have run (the trainer's state is the restored one)."""
+    stops.training_done = True
+    trainer.fire_event(Events.COMPLETED)
 
 
 def build_engines(config: Config, net: Network, flow: Dataflow, device: torch.device, precision: Precision,
@@ -124,7 +145,7 @@ def build_evaluators(config: Config, net: Network, trainer: Engine, device: torc
 
 def restore(plan: LaunchPlan, run: Run, flow: Dataflow, optimizer: torch.optim.Optimizer) -> int:
     """Load the resumed checkpoint into everything it saved; returns the epochs already done (0 for a new run)."""
-    if plan.resume is None:
+    if plan.resume is None or plan.resume.state is None:  # a new run, or one started again from its config
         return 0
     config, trainer = plan.config, run.trainer
     state = private_copy(plan.resume.state)
@@ -177,9 +198,8 @@ def attach_outputs(plan: LaunchPlan, run: Run, net: Network, flow: Dataflow, dev
     estimator = None
     if rank == 0:
         estimator = RunEstimator(config.batch_size, len(flow.val_split), len(evaluators(run)),
-                                 Machine.here(device, precision, config.width),
-                                 report=log_above_bar if sys.stderr.isatty() else log.info,
-                                 sync=device_sync(device)).attach(trainer)
+                                 Machine.here(device, precision, config.width), sync=device_sync(device)
+                                 ).attach(trainer)
         derived = start_derived(plan, device, precision, flow, start_epoch)
         config_text = dump_yaml({**config.to_dict(), files.DERIVED: derived})
         files.write_text(run_dir / files.CONFIG_FILE, config_text)
@@ -188,14 +208,12 @@ def attach_outputs(plan: LaunchPlan, run: Run, net: Network, flow: Dataflow, dev
                                         config_text)
         outputs.hparams = HParamsLog(outputs.tb.writer, config)
         add_layout(outputs.tb.writer)
-        if sys.stderr.isatty():  # a bar redrawn 400 times an epoch is noise in a log file
-            ProgressBar(persist=False).attach(trainer, output_transform=lambda out: {"loss": out["loss"]},
-                                              state_attributes=[RUN_LEFT])
+        attach_progress_bar(trainer)
         log.info("run folder: %s | %s%s width %g, %d process(es) on %s (%s) | %d train / %d val images | %s%s",
                  run_dir, config.model, " (standardized convolutions)" if config.weight_standardization else "",
                  config.width, idist.get_world_size(), device, precision.describe(),
                  len(plan.data.train), len(flow.val_split),
-                 f"resuming after epoch {start_epoch}" if plan.resume else "from scratch",
+                 how_it_starts(plan, start_epoch),
                  f" | evaluating the weight average (EMA decay {config.ema_decay})" if config.ema_decay else "")
     attach_epoch_log(trainer, evaluators(run), flow.val_loader, net.optimizer, outputs.history, len(plan.data.train),
                      config.batch_size, on_record=_after_record(outputs, run_dir) if rank == 0 else None,
@@ -208,6 +226,16 @@ def attach_outputs(plan: LaunchPlan, run: Run, net: Network, flow: Dataflow, dev
         trainer.add_event_handler(Events.COMPLETED, explain_on_completion(plan, run, net, outputs, device, run_dir)
                                   if config.explain_at_end else explanations_skipped(run_dir))
     return outputs
+
+
+def how_it_starts(plan: LaunchPlan, start_epoch: int) -> str:
+    if plan.resume is None:
+        return "from scratch"
+    if plan.resume.state is None:
+        return "starting again from its config.yaml (it stopped before its first checkpoint)"
+    if plan.resume.completion_only:
+        return f"training done ({start_epoch} epochs): writing the test evaluation and explanations"
+    return f"resuming after epoch {start_epoch}"
 
 
 def evaluators(run: Run) -> dict[str, Engine]:
