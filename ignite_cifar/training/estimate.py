@@ -159,6 +159,7 @@ class RunEstimator:
         self.pace: Pace | None = None  # the latest pace: the first, then the epochs' measured ones
         self._engine: Engine | None = None
         self._began = self._last_epoch_end = 0.0
+        self._trained = False  # whether the trainer ran (STARTED fired)
         self._start_iteration = 0
         self._mark: tuple[float, int] | None = None  # (time, iteration) where the warm-up ended
         self._periods: list[tuple[float, float]] = []  # (seconds, of which evaluation) of each epoch of this start
@@ -178,6 +179,7 @@ class RunEstimator:
     # ------------------------------------------------------------ events
     def _started(self, engine: Engine) -> None:
         self._began = self._last_epoch_end = self.clock()
+        self._trained = True
         self._start_iteration = engine.state.iteration  # a resumed run starts past 0
         self._mark = (self._began, engine.state.iteration) if self.window.warmup_iterations == 0 else None
         setattr(engine.state, RUN_LEFT, "measuring")
@@ -226,6 +228,8 @@ class RunEstimator:
         return f"  | about {duration(left)} left" if engine.state.epoch < engine.state.max_epochs else ""
 
     def _completed(self, engine: Engine) -> None:
+        if not self._trained:  # a resumed run that only writes its completion step trained nothing
+            return
         took = self.clock() - self._began
         trained = epochs((engine.state.iteration - self._start_iteration) / (engine.state.epoch_length or 1))
         if self.report is not None:

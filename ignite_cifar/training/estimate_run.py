@@ -26,7 +26,7 @@ from ignite_cifar.training.advice import Machine
 from ignite_cifar.training.captured_step import LrPlacement
 from ignite_cifar.training.estimate import Estimate, Pace, RunEstimator, Window, device_sync, whole_run
 from ignite_cifar.training.handlers import attach_epoch_seeding
-from ignite_cifar.training.launch import _backend, master_port
+from ignite_cifar.training.launch import master_port, process_group_backend
 from ignite_cifar.training.optimizer import training_criterion
 from ignite_cifar.training.process import (
     build_model_and_optimizer,
@@ -74,7 +74,7 @@ def estimate_run(config: Config, resume: ResumePlan | None = None) -> Estimate |
     spawn = {"nproc_per_node": nproc, "master_port": master_port()} if nproc else {}
     result: dict[str, Any] = {}
     try:
-        with idist.Parallel(backend=_backend(config), **spawn) as parallel:
+        with idist.Parallel(backend=process_group_backend(config), **spawn) as parallel:
             parallel.run(estimate_in_process, plan, result)
     except (ProcessExitedException, ProcessRaisedException) as exc:  # spawned: the cause is in its own output
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__

@@ -60,7 +60,7 @@ def train(config: Config, resume: ResumePlan | None = None) -> RunResult | None:
 def _run(config: Config, plan: LaunchPlan, nproc: int | None, spawn: dict[str, Any]) -> RunResult | None:
     result: dict[str, Any] = {}
     if not nproc:
-        with idist.Parallel(backend=_backend(config)) as parallel:
+        with idist.Parallel(backend=process_group_backend(config)) as parallel:
             parallel.run(train_in_process, plan, result)
         return finished_run(result)
     # Spawned processes cannot hand back a dict or an exception: they report how they stopped in a file.
@@ -68,7 +68,7 @@ def _run(config: Config, plan: LaunchPlan, nproc: int | None, spawn: dict[str, A
     fd, plan.outcome_file = tempfile.mkstemp(prefix="ignite-cifar-outcome-", suffix=".json")
     os.close(fd)
     try:
-        with launcher_signals(), idist.Parallel(backend=_backend(config), **spawn) as parallel:
+        with launcher_signals(), idist.Parallel(backend=process_group_backend(config), **spawn) as parallel:
             parallel.run(train_in_process, plan, result)
     except ProcessExitedException as exc:  # it died without an exception: nothing it could report
         raise _died(plan, exc) from None
@@ -144,7 +144,9 @@ def start_run_folder(config: Config, derived: dict[str, Any]) -> Path:
     return run_folders.claim(Path(config.output_dir), config.run_name or None, write_config)
 
 
-def _backend(config: Config) -> str | None:
+def process_group_backend(config: Config) -> str | None:
+    """The backend `idist.Parallel` starts the processes with: none for one process, else the configured one, where
+    `auto` is nccl on GPUs and gloo on CPUs."""
     if config.nproc_per_node <= 1 and "WORLD_SIZE" not in os.environ:
         return None
     if config.backend != "auto":
