@@ -298,6 +298,7 @@ def test_interrupted_mid_epoch_and_resumed_equals_the_straight_device_run(straig
     assert _val(run_dir) == _val(straight_device_run)
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_with_the_device_path(tmp_path):
     result = train(_small(tmp_path, run_name="ddp", nproc_per_node=2, backend="gloo", epochs=1))
     history = json.loads((Path(result["run_dir"]) / "history.json").read_text())

@@ -56,6 +56,7 @@ def test_baselines_run_first_and_the_combination_last(tmp_path):
     assert [p.stem for p in ordered] == ["assignment", "assignment-seed2", "adam", "zero-init", "combination"]
 
 
+@pytest.mark.slow
 def test_study_resumes_starts_skips_and_restarts(tmp_path, capsys):
     study_dir = tmp_path / "study"
     committed = [recipe_study.RECIPES.parent / name for name in (recipe_report.REPORT, recipe_report.CURVES)]
@@ -174,6 +175,7 @@ def test_wall_time_adds_the_segments_of_a_resumed_run():
     assert recipe_report.wall_seconds(records) == 45.0
 
 
+@pytest.mark.slow
 def test_a_signal_stops_the_study_even_when_the_run_dies_of_it(tmp_path):
     """A SIGTERM that reaches a CLI still starting up kills it (exit -15) instead of a clean 143: the study must
     stop all the same, not go on to the next variant. The study runs as its own process, as a user starts it."""

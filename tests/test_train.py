@@ -339,6 +339,7 @@ def test_training_frees_its_model_before_the_process_group_goes(tmp_path):
     assert alive == []
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_agree_and_write_once(tmp_path):
     result = train(tiny_config(tmp_path, run_name="ddp", nproc_per_node=2, backend="gloo"))
     run_dir = Path(result["run_dir"])
