@@ -341,8 +341,11 @@ def test_training_frees_its_model_before_the_process_group_goes(tmp_path):
 
 @pytest.mark.slow
 def test_two_gloo_processes_agree_and_write_once(tmp_path):
-    result = train(tiny_config(tmp_path, run_name="ddp", nproc_per_node=2, backend="gloo"))
+    """Also the device data path's data-parallel run (`--augment-on device`, each process augmenting its own shard);
+    the CPU path's (albumentations in the DataLoader) is tests/test_stopping.py's, stopped and resumed."""
+    result = train(tiny_config(tmp_path, run_name="ddp", nproc_per_node=2, backend="gloo", augment_on="device"))
     run_dir = Path(result["run_dir"])
+    assert _derived(run_dir)["augment_on"] == "device"
     history = json.loads((run_dir / "history.json").read_text())
     assert [r["epoch"] for r in history["epochs"]] == [1, 2]
     dist = history["distributed"]
