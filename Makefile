@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 RUNS   ?= runs
 
-.PHONY: train test lint bench study full-width-cpu tensorboard smoke lr-find gpu-kit gpu-dry-run clean
+.PHONY: train test test-quick lint bench study full-width-cpu tensorboard smoke lr-find gpu-kit gpu-dry-run clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,8 +24,14 @@ lr-find: $(STAMP)        ## LR range test -> lr_find.png/.json; e.g. make lr-fin
 	$(BIN)/python -m ignite_cifar lr-find $(ARGS)
 
 TEST_WORKERS ?= 2
-test: $(STAMP)           ## the suite in TEST_WORKERS processes (pytest-xdist; each file's tests, which share runs, in one)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
+# each file's tests, which share runs, in one worker; the files in tests/conftest.py's order (those with the most
+# slow tests first), not xdist's (by number of tests)
+XDIST := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+test: $(STAMP)           ## the whole suite in TEST_WORKERS processes (pytest-xdist)
+	$(BIN)/python -m pytest $(XDIST) $(ARGS)
+
+test-quick: $(STAMP)     ## the tests that start no process and train only tiny runs in-process (-m "not slow")
+	$(BIN)/python -m pytest $(XDIST) -m "not slow" $(ARGS)
 
 lint: $(STAMP)           ## ruff (pyproject.toml) and the wings' import layers (import-linter, setup.cfg)
 	$(BIN)/ruff check .

@@ -10,9 +10,7 @@ import re
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Callable
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable
 
 from ignite_cifar.errors import CheckpointError, ConfigError, DamagedCheckpointError, MachineError
 
@@ -26,6 +24,9 @@ LAST_PREFIX = "last"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 BEST_PREFIX = "best"
+
+if TYPE_CHECKING:
+    import torch
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
@@ -119,6 +120,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} does not exist")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is not ours, or cut short
         raise DamagedCheckpointError(f"{path} is not a PyTorch checkpoint (not a torch.save archive)")
+    import torch  # here, not at the top: the scripts that only read a run folder's state stay torch-free
+
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -138,6 +141,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 def model_state(checkpoint: dict[str, Any], path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The weights a run evaluates, from a full training checkpoint (its weight average when it kept one, else its
     model) or from a model-only one."""
+    import torch
+
     state = checkpoint.get("ema_model", checkpoint.get("model", checkpoint))
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} holds no model weights (expected a 'model' entry of tensors)")

@@ -1,9 +1,15 @@
-"""Shared fixtures: a finished tiny run, the real-image archive extracted, a smoke run on the real images."""
+"""Shared fixtures: a finished tiny run, the real-image archive extracted, a smoke run on the real images; the `slow`
+mark held to its meaning, and the files that start processes scheduled first."""
 
 from __future__ import annotations
 
+import collections
+import multiprocessing.process
 import os
+import subprocess
+import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -48,3 +54,48 @@ def real_smoke_run(cifar_folder, tmp_path_factory):
                           "output_dir": str(tmp), "run_name": "real", "probe_every": 1})
     result = train(config)
     return Path(result["run_dir"]), result, config
+
+
+# `slow` (setup.cfg): the test starts a process (a CLI, a benchmark script, a notebook kernel, a TensorBoard server,
+# spawned data-parallel workers, DataLoader workers, torch.compile's C++ compiler). `make test-quick` leaves those out;
+# a test without the mark that starts a Python process, a shell script or multiprocessing workers fails, so that the
+# quick tier stays what it says.
+SCRIPT_RUNNERS = {"bash", "sh", "make"}
+
+
+def _starts_python_or_a_script(args) -> bool:
+    program = Path(str(args if isinstance(args, (str, bytes, os.PathLike)) else args[0]).split()[0])
+    return program.name in SCRIPT_RUNNERS or program.parent == Path(sys.executable).parent
+
+
+def _unmarked_process(what: str):
+    return AssertionError(f"this test starts {what} but is not marked @pytest.mark.slow (tests/conftest.py)")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    if item.get_closest_marker("slow"):
+        yield
+        return
+    execute_child = subprocess.Popen._execute_child
+
+    def checked_execute_child(self, args, *rest, **kwargs):
+        if _starts_python_or_a_script(args):
+            raise _unmarked_process(f"a process ({args if isinstance(args, str) else ' '.join(map(str, args))})")
+        return execute_child(self, args, *rest, **kwargs)
+
+    def refused_start(self):
+        raise _unmarked_process(f"a multiprocessing process ({type(self).__name__})")
+
+    with mock.patch.object(subprocess.Popen, "_execute_child", checked_execute_child), \
+            mock.patch.object(multiprocessing.process.BaseProcess, "start", refused_start):
+        yield
+
+
+def pytest_collection_modifyitems(config, items):
+    """The files with the most `slow` tests first (each file stays whole and in order): with `--dist loadfile
+    --no-loadscope-reorder` (`make test`) the two workers start on the files that take longest, and the many short
+    files even them out at the end (xdist's own order, by number of tests, left them for last)."""
+    slow = collections.Counter(item.path for item in items if item.get_closest_marker("slow"))
+    first_seen = {path: i for i, path in enumerate(dict.fromkeys(item.path for item in items))}
+    items.sort(key=lambda item: (-slow[item.path], first_seen[item.path]))

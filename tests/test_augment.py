@@ -8,6 +8,7 @@ import sys
 
 import cv2
 import numpy as np
+import pytest
 import torch
 import yaml
 
@@ -248,6 +249,7 @@ def test_denormalize_inverts_normalize():
     assert np.allclose(back, images / 255.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_persistent_workers_see_each_new_epoch():
     """The trainer keeps its DataLoader workers across epochs: each epoch must still get its own augmentations,
     the same ones as without workers."""
@@ -269,6 +271,7 @@ def test_persistent_workers_see_each_new_epoch():
     assert not torch.equal(with_workers[0], with_workers[1])
 
 
+@pytest.mark.slow
 def test_albumentations_asks_no_server_for_updates_unless_the_user_wants_it():
     """Its import-time version check is a network call in every process a run starts."""
     probe = ("import os, ignite_cifar.data.augment; "

@@ -80,6 +80,7 @@ def has_cxx_compiler() -> bool:
     return any(shutil.which(name) for name in ("c++", "g++", "clang++"))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not has_cxx_compiler(), reason="torch.compile on a CPU needs a C++ compiler")
 def test_the_compiled_step_follows_lr_changes_without_recompiling():
     """The compiled Adam step on tensor lrs equals eager Adam on the same lrs, step by step, and compiles once; an

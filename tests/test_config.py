@@ -302,6 +302,7 @@ def test_every_choice_has_its_meaning_where_it_lives():
         gradcam.GradCAM(models.build_model(width=0.0625), "layer4", method=method).release()
 
 
+@pytest.mark.slow
 def test_reading_a_config_imports_no_torch():
     import subprocess
     import sys

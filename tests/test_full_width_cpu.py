@@ -59,6 +59,7 @@ def test_an_unfinished_run_says_how_far_it_is_and_roughly_how_long_it_has_left()
     assert full_width_cpu.progress_line("a", _summary("aborted", None, 0), []) is None
 
 
+@pytest.mark.slow
 def test_dry_run_trains_then_skips_and_reports(tmp_path, capsys, monkeypatch):
     """One seed, to keep it short: the start / resume / skip machinery is the recipe study's, tested there."""
     monkeypatch.setattr(full_width_cpu, "RECIPES", full_width_cpu.RECIPES[:1])

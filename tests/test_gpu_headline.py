@@ -15,6 +15,8 @@ import yaml
 
 from .helpers import REPO, require_archive, write_real_archive
 
+pytestmark = pytest.mark.slow  # the shell script in its dry mode: a dozen processes (tests/conftest.py)
+
 HANG_GUARD_S = 900  # not a speed limit: the dry run takes about a minute; this only keeps a hang from blocking CI
 
 

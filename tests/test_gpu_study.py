@@ -53,6 +53,7 @@ def dry_study(calls):
     return calls["first"]
 
 
+@pytest.mark.slow
 def test_dry_study_leaves_the_table_the_log_and_the_finished_run_without_checkpoints(dry_study):
     out = dry_study
     assert {"STUDY-GPU.md", "runs.tar.gz", "study.json", "study.log"} <= {p.name for p in out.iterdir()}
@@ -68,6 +69,7 @@ def test_dry_study_leaves_the_table_the_log_and_the_finished_run_without_checkpo
     assert f"| assignment | 42 | **{100 * accuracy:.2f}%** |" in report
 
 
+@pytest.mark.slow
 def test_a_spent_budget_starts_nothing_and_reports_no_result(tmp_path):
     done, out = _study(tmp_path, "assignment adam", budget=0)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -77,6 +79,7 @@ def test_a_spent_budget_starts_nothing_and_reports_no_result(tmp_path):
     assert not (out / "runs.tar.gz").exists()
 
 
+@pytest.mark.slow
 def test_lanes_train_recipes_at_once_and_report_them_in_list_order(dry_study):
     rows = json.loads((dry_study / "study.json").read_text())
     assert [(r["name"], r["finished"]) for r in rows] == [("assignment", True), ("adam", True)]
@@ -86,6 +89,7 @@ def test_lanes_train_recipes_at_once_and_report_them_in_list_order(dry_study):
     assert "[assignment] epoch 1/1" in log and "[adam] epoch 1/1" in log
 
 
+@pytest.mark.slow
 def test_the_same_command_again_resumes_an_unfinished_run_and_keeps_a_finished_one(calls):
     """A run with fewer epochs than planned (as one cut off by the budget of the last call) is resumed from its
     checkpoint in the study folder, not started again; a finished one is kept and reported without training."""
@@ -99,6 +103,7 @@ def test_the_same_command_again_resumes_an_unfinished_run_and_keeps_a_finished_o
     assert row["finished"] and row["epochs_done"] == 2
 
 
+@pytest.mark.slow
 def test_auto_flags_measure_first_and_every_later_call_keeps_the_mode_they_chose(calls):
     """STUDY_FLAGS=auto: the captured step's lr check and a step matrix first, the runs in the mode it chose; the next
     call resumes them in that same mode instead of measuring again (a run's precision never changes halfway)."""
@@ -113,6 +118,7 @@ def test_auto_flags_measure_first_and_every_later_call_keeps_the_mode_they_chose
     assert not (second / "matrix.md").exists() and f"--epochs 2 {' '.join(mode)}" in log
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lanes", ["0", "two"])
 def test_a_bad_lane_count_is_refused_in_one_line(tmp_path, lanes):
     done, out = _study(tmp_path, "assignment", lanes=lanes)
@@ -149,6 +155,7 @@ def _report(tmp: Path, runs: Path, status: str) -> str:
     return report_file.read_text()
 
 
+@pytest.mark.slow
 def test_a_run_cut_off_by_the_budget_is_unfinished_not_a_result(dry_study, tmp_path):
     """The report script on a study whose second run was stopped by the budget after its first of 40 epochs."""
     runs = _dry_runs(dry_study, tmp_path, "adam", epochs=40)
@@ -161,6 +168,7 @@ def test_a_run_cut_off_by_the_budget_is_unfinished_not_a_result(dry_study, tmp_p
     assert [r["finished"] for r in json.loads((tmp_path / "rows.json").read_text())] == [False, False]
 
 
+@pytest.mark.slow
 def test_a_finished_run_outside_the_assignments_rules_says_so_in_its_row(dry_study, tmp_path):
     runs = _dry_runs(dry_study, tmp_path, "combination-hflip", p_hflip=0.5)
     report = _report(tmp_path, runs, "combination-hflip 0 30 300\n")

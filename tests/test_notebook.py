@@ -55,6 +55,7 @@ def executed(tmp_path_factory):
     return nb, tmp / "runs" / "nb", time.perf_counter() - start
 
 
+@pytest.mark.slow
 def test_the_notebook_runs_end_to_end_at_smoke_size(executed):
     nb, run_dir, seconds = executed
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
@@ -63,6 +64,7 @@ def test_the_notebook_runs_end_to_end_at_smoke_size(executed):
     print(f"notebook executed in {seconds:.1f} s")
 
 
+@pytest.mark.slow
 def test_the_notebook_shows_curves_mistakes_and_gradcam_of_the_same_20(executed):
     nb, run_dir, _ = executed
     for source in ("run.show_curves()", "run.show_mistakes()", "run.show_gradcam()", "run.show_confusion()",
@@ -78,6 +80,32 @@ def test_the_notebook_shows_curves_mistakes_and_gradcam_of_the_same_20(executed)
     assert "faithful: " in _text(_cell(nb, "run.show_faithfulness()"))
 
 
+@pytest.mark.slow
+def test_the_notebook_trained_the_shipped_smoke_config_which_ends_with_twenty_mistakes(executed):
+    """`make smoke` as shipped ends with the mistakes the project is for: at least 20 on the synthetic test split
+    (one image in five mixes two classes' cues), drawn, and GradCAM on them. The notebook's run is that run: its
+    settings above are the smoke config's own values, and its config.yaml says so field by field."""
+    import json
+
+    import yaml
+
+    from ignite_cifar.config import make_config, read_yaml
+
+    _, run_dir, _ = executed
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    shipped = make_config(read_yaml("smoke")).to_dict()
+    where = ("output_dir", "run_name", "data_dir")  # where it reads and writes, not what it trains
+    assert {k: v for k, v in saved.items() if k != "derived" and k not in where} == yaml.safe_load(
+        yaml.safe_dump({k: v for k, v in shipped.items() if k not in where}))
+    listed = json.loads((run_dir / "misclassified.json").read_text())
+    assert listed["total_misclassified"] >= 20 and listed["found"] == 20
+    assert (run_dir / "misclassified.png").is_file() and (run_dir / "gradcam.png").is_file()
+    history = json.loads((run_dir / "history.json").read_text())
+    assert [r["epoch"] for r in history["epochs"]] == [1, 2]
+    assert 0.8 < history["final_test"]["test_accuracy"] < 0.97  # it learned the clean images; the mixed stay half wrong
+
+
+@pytest.mark.slow
 def test_the_notebook_shows_the_epochs_and_a_progress_widget(executed):
     nb, _, _ = executed
     training = next(c for c in nb.cells if c.cell_type == "code" and "run = train(config)" in c.source)
@@ -87,6 +115,7 @@ def test_the_notebook_shows_the_epochs_and_a_progress_widget(executed):
     assert widgets  # ignite's ProgressBar through tqdm.autonotebook, with ipywidgets installed
 
 
+@pytest.mark.slow
 def test_the_notebook_explains_my_own_picture(executed):
     nb, _, _ = executed
     own = next(c for c in nb.cells if c.cell_type == "code" and "run.explain_images(images)" in c.source)

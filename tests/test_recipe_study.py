@@ -4,7 +4,6 @@ a run killed before its first checkpoint, and writes the report into the study f
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -56,21 +55,30 @@ def test_baselines_run_first_and_the_combination_last(tmp_path):
     assert [p.stem for p in ordered] == ["assignment", "assignment-seed2", "adam", "zero-init", "combination"]
 
 
-def test_study_resumes_starts_skips_and_restarts(tmp_path, capsys):
+@pytest.mark.slow
+def test_study_resumes_restarts_and_skips(tmp_path, capsys):
+    """The study's calls as real processes: one resumes a run stopped between epochs and restarts one killed before
+    its first checkpoint, the next skips both. (A run with no folder at all is started by the same step; the
+    full-width driver's dry run, tests/test_full_width_cpu.py, starts one.)"""
     study_dir = tmp_path / "study"
     committed = [recipe_study.RECIPES.parent / name for name in (recipe_report.REPORT, recipe_report.CURVES)]
     committed += sorted(recipe_report.RECORDS.glob("*.json"))
     committed_before = [p.read_bytes() if p.exists() else None for p in committed]
-    # adam stopped after its first epoch (what a kill between epochs leaves); assignment not begun
+    # adam stopped after its first epoch (what a kill between epochs leaves) ...
     variant = next(v for v in recipe_study.load_variants(["adam"]))
     cmd = recipe_study.train_command(variant, study_dir, recipe_study.DRY_FLAGS) + ["--epochs", "1"]
     assert cmd[1:4] == ["-m", "ignite_cifar", "train"]
     assert cli.main(cmd[3:]) == 0  # in this process: the study's own calls below are the processes under test
     first_epoch = _history(study_dir / "adam")["epochs"]
     assert len(first_epoch) == 1
+    # ... and assignment as a kill in its first epoch leaves it: the folder claimed, no checkpoint yet
+    (study_dir / "assignment").mkdir()
+    (study_dir / "assignment" / "config.yaml").write_text("seed: 42\n")
 
     code, out = _study(study_dir, capsys)
-    assert code == 0 and "adam: resumed after epoch 1" in out and "assignment: started" in out
+    assert code == 0 and "adam: resumed after epoch 1" in out
+    assert "assignment: started (moved the folder without a checkpoint to" in out
+    assert len(list((study_dir / "aborted").glob("assignment-*"))) == 1
     epochs = recipe_study.DRY_FLAGS["epochs"]
     for name in VARIANTS:
         history = _history(study_dir / name)
@@ -94,14 +102,6 @@ def test_study_resumes_starts_skips_and_restarts(tmp_path, capsys):
     assert code == 0 and "assignment: skipped (finished)" in out and "adam: skipped (finished)" in out
     assert {n: (study_dir / n / "history.json").read_bytes() for n in VARIANTS} == before
     assert {n: (study_dir / f"{n}.log").read_text() for n in VARIANTS} == logs
-
-    # assignment as a kill before its first checkpoint leaves it: moved aside and started again
-    shutil.rmtree(study_dir / "assignment" / "checkpoints")
-    code, out = _study(study_dir, capsys)
-    assert code == 0 and "assignment: started (moved the folder without a checkpoint to" in out
-    assert "adam: skipped (finished)" in out
-    assert len(list((study_dir / "aborted").glob("assignment-*"))) == 1
-    assert len(_history(study_dir / "assignment")["epochs"]) == epochs
 
 
 def test_report_only_trains_nothing_and_shows_the_noise_rule(tmp_path, capsys):
@@ -174,6 +174,7 @@ def test_wall_time_adds_the_segments_of_a_resumed_run():
     assert recipe_report.wall_seconds(records) == 45.0
 
 
+@pytest.mark.slow
 def test_a_signal_stops_the_study_even_when_the_run_dies_of_it(tmp_path):
     """A SIGTERM that reaches a CLI still starting up kills it (exit -15) instead of a clean 143: the study must
     stop all the same, not go on to the next variant. The study runs as its own process, as a user starts it."""

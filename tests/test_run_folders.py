@@ -39,6 +39,7 @@ def _start(out: Path, seed: int, *extra: str) -> subprocess.Popen:
                             text=True, env=env)
 
 
+@pytest.mark.slow
 def test_runs_started_together_each_get_their_own_complete_folder(tmp_path):
     """Three runs with the default name in the same second, and two with one --run-name, all at once (real
     processes): the three get <stamp>, <stamp>-1, <stamp>-2, each holding its own config and finished epoch; of the

@@ -272,6 +272,7 @@ def test_skip_bad_images_skips_and_counts(tmp_path):
     assert derived["skipped_images"] == 1 and derived["train_images"] == 6
 
 
+@pytest.mark.slow
 def test_a_real_process_prints_one_line_and_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ignite_cifar", "train", "--epochs", "0"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)
@@ -282,6 +283,7 @@ def test_a_real_process_prints_one_line_and_no_traceback(tmp_path):
     assert proc.returncode != 0 and "Traceback" in proc.stderr
 
 
+@pytest.mark.slow
 def test_a_bad_flag_value_is_refused_before_torch_is_imported():
     """The one-line refusal comes at once, not after the seconds torch takes to import."""
     code = ("import sys; from ignite_cifar.cli import main; code = main(['train', '--lr', '-1']); "
@@ -350,6 +352,7 @@ def _train_under_file_size_limit(args: list[str], limit: int) -> subprocess.Comp
     return subprocess.run([sys.executable, "-c", code, "train", *args], capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_a_write_the_machine_refuses_ends_in_one_line_and_keeps_the_last_checkpoint(tmp_path):
     """A file-size limit (as a full disk would) makes the next checkpoint fail: exit 1, one line naming the file,
     the cause and the last good checkpoint, which is still there and loads."""

@@ -22,6 +22,7 @@ from ignite_cifar.training.launch import train
 from .helpers import REPO, tiny_config, train_in_process_killing_rank_1
 
 
+@pytest.mark.slow
 def test_sigterm_writes_a_checkpoint_and_the_run_resumes(tmp_path):
     out = tmp_path / "runs"
     argv = [sys.executable, "-m", "ignite_cifar", "train", "--dataset", "synthetic", "--width", "0.0625",
@@ -142,6 +143,7 @@ def test_a_signal_echoed_at_once_counts_as_one(tmp_path, monkeypatch):
     assert "interrupted at epoch 1, iteration 6; saved" in str(stopped)
 
 
+@pytest.mark.slow
 def test_two_processes_stop_on_sigterm_to_the_launcher_and_resume_in_step(tmp_path):
     """The launcher relays SIGTERM; the processes agree on one safe point; the launcher reports it in one line.
     Resumed, the replicas must stay identical (they once shared the loaded momentum buffers and diverged)."""
@@ -168,6 +170,7 @@ def test_two_processes_stop_on_sigterm_to_the_launcher_and_resume_in_step(tmp_pa
     assert checksums[0] == checksums[1]
 
 
+@pytest.mark.slow
 def test_a_process_killed_like_out_of_memory_ends_in_one_line_and_the_run_resumes(tmp_path, monkeypatch, capfd):
     """Process 1 of 2 dies of SIGKILL in epoch 2, as under the kernel's OOM killer (helpers.
     train_in_process_killing_rank_1): the launcher stops the other and says in one line which one died, how, and

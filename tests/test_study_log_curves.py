@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from .helpers import REPO
 
 LOG = """== [6 s] 3. the recipes, 2 at a time: a b
@@ -26,6 +28,7 @@ def _curves(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_a_finished_run_has_its_test_accuracy_and_a_cut_off_one_says_unfinished(tmp_path):
     log = tmp_path / "call1" / "study.log"
     log.parent.mkdir()
@@ -39,6 +42,7 @@ def test_a_finished_run_has_its_test_accuracy_and_a_cut_off_one_says_unfinished(
                     "| 24.0 | 12.9 |"]
 
 
+@pytest.mark.slow
 def test_a_missing_log_is_refused_in_one_line(tmp_path):
     done = _curves(str(tmp_path / "nope.log"))
     assert done.returncode == 2 and done.stderr.strip() == f"study_log_curves: no such log: {tmp_path / 'nope.log'}"

@@ -17,6 +17,8 @@ import yaml
 
 from ignite_cifar.training.tensorboard_views import METRICS
 
+pytestmark = pytest.mark.slow  # a TensorBoard server, and the smoke config trained on real images (tests/conftest.py)
+
 SCALARS = {"train/batch_loss", "lr/group_0", "train/loss", "train/accuracy", "val/loss", "val/accuracy", *METRICS}
 IMAGES = {"probe/gradcam", "explain/misclassified", "explain/gradcam", "explain/confusion"}
 HANG_GUARD_S = 180  # not a speed limit: only keeps a server that never answers from blocking the suite

@@ -78,7 +78,9 @@ if [ "${STUDY_FLAGS:-}" = auto ]; then
     step "2b. speed first: the captured step's lr, then the step matrix picks the study's mode"
     if [ "$DRY" = 1 ]; then
       CHECK=(--device cpu --width 0.0625 --batch-size 8 --steps 6 --no-compile)
-      MATRIX=(--device cpu --width 0.125 --steps 2 --warmup 1 --budget-s 20)
+      # the dry runs' own width, without channels_last (see gpu_headline.sh on width 0.0625 in that layout); no
+      # compiled entries, so no budget to give them
+      MATRIX=(--device cpu --width 0.0625 --steps 2 --warmup 1)
       COMPILE=off
     else
       CHECK=(--width 1.0 --steps 30)

@@ -17,16 +17,12 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import yaml
+from recipe_holdout import holdout_section
+from recipe_rule import noise_section, pct
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import yaml  # noqa: E402
-from recipe_holdout import holdout_section  # noqa: E402
-from recipe_rule import noise_section, pct  # noqa: E402
-
-from ignite_cifar import files  # noqa: E402
-from ignite_cifar.config import Config  # noqa: E402
+from ignite_cifar import files
+from ignite_cifar.config import Config
 
 REPORT, CURVES = "RECIPE.md", "recipe-curves.png"
 RECORDS = Path(__file__).resolve().parent / "recipe-runs"
@@ -197,11 +193,23 @@ def write_report(summaries: dict[str, dict[str, Any]], out_dir: Path, data_note:
     files.write_text(out_dir / REPORT, "\n".join(lines) + "\n")
     fig = curves_figure(summaries)
     files.save_figure(fig, out_dir / CURVES, dpi=110)
-    plt.close(fig)
+    _pyplot().close(fig)
+
+
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend, imported when a figure is drawn: the shell scripts that only ask a run
+    folder's state (benchmarks/gpu/gpu_study.sh's run_state) start without it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def curves_figure(summaries: dict[str, dict[str, Any]]):
     """Val accuracy of every variant on one plot (runs kept with only a few epochs: markers), lr per epoch below."""
+    plt = _pyplot()
     fig, (acc, lr) = plt.subplots(2, 1, figsize=(9, 7), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]})
     for name, s in summaries.items():
         if not s["val"]:
