@@ -22,6 +22,7 @@ try:  # POSIX: a lock the kernel drops when its process ends, however it ends (S
 except ImportError:  # Windows: runs are claimed, but not locked
     fcntl = None
 
+RESUME_COMMAND = "python -m ignite_cifar train --resume"  # what carries a run in its folder on, whatever stopped it
 LOCK_FILE = ".lock"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -70,11 +71,17 @@ def claim(out: Path, name: str | None, fill: Callable[[Path], None]) -> Path:
             if _rename(staging, folder):
                 return folder
             if name:
-                raise ConfigError(f"run_name: {folder} exists already (another run has claimed it); choose another "
-                                  f"--run-name, or continue that run with --resume {folder}")
+                raise taken(folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # still there when filling or the rename failed
     raise AssertionError("unreachable: the timestamped names never run out")
+
+
+def taken(folder: Path) -> ConfigError:
+    """The refusal of a --run-name whose folder exists: seen before the data is read, or lost to a run that claimed
+    it in the meantime."""
+    return ConfigError(f"run_name: {folder} exists already; choose another --run-name, or continue that run with "
+                       f"--resume {folder}")
 
 
 def _candidates(out: Path, name: str | None) -> Iterator[Path]:

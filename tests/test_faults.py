@@ -172,3 +172,22 @@ def test_a_damaged_checkpoint_is_refused_with_the_command_that_goes_on_past_it(t
     assert code == 0, err
     assert (run_dir / "checkpoints" / f"{ckpt.name}.damaged").is_file()  # kept for a look, never read again
     assert_finished(run_dir, explained=False)  # no checkpoint before it: started again from its config.yaml
+
+
+def test_a_damaged_history_is_refused_with_the_command_that_goes_on_past_it(tmp_path, capsys):
+    argv = ["train", *TINY, "--epochs", "1", "--no-explain-at-end", "--output-dir", str(tmp_path), "--run-name", "cut"]
+    assert cli.main(argv) == 0
+    run_dir = tmp_path / "cut"
+    text = (run_dir / "history.json").read_text()
+    (run_dir / "history.json").write_text(text[: len(text) // 2])  # cut short, as a hand copy might leave it
+    capsys.readouterr()
+
+    code, err = run_cli(["train", "--resume", str(run_dir), "--epochs", "2"], capsys)
+    assert code == 2 and err.count("\n") == 0 and "history.json is damaged" in err, err
+    command = next_command(err, [])
+    assert command[-1] == "--set-aside-damaged", err
+    code, err = run_cli([*command, "--epochs", "2"], capsys)
+    assert code == 0, err
+    assert (run_dir / "history.json.damaged").read_text() == text[: len(text) // 2]  # kept as it was
+    history = json.loads((run_dir / "history.json").read_text())["epochs"]
+    assert [r["epoch"] for r in history] == [2]  # epoch 1's record went with the damaged file; training did not

@@ -74,7 +74,7 @@ def _fill(folder: Path) -> None:
 def test_a_taken_name_is_refused_and_a_taken_timestamp_moves_on(tmp_path):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "config.yaml").write_text("seed: 0\n")
-    with pytest.raises(ConfigError, match="taken exists already .another run has claimed it."):
+    with pytest.raises(ConfigError, match="taken exists already; choose another --run-name"):
         run_folders.claim(tmp_path, "taken", _fill)
     assert (tmp_path / "taken" / "config.yaml").read_text() == "seed: 0\n"  # untouched
     first = run_folders.claim(tmp_path, None, _fill)

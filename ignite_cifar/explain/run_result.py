@@ -15,6 +15,7 @@ from typing import Any, Sequence
 from ignite_cifar import files
 from ignite_cifar.config import Config, read_yaml, saved_run_config
 from ignite_cifar.errors import UserError
+from ignite_cifar.run_folders import RESUME_COMMAND
 
 FIGURES = {"curves": "curves.png", "mistakes": "misclassified.png", "gradcam": "gradcam.png",
            "confusion": "confusion.png", "faithfulness": "explanations.png"}
@@ -108,7 +109,7 @@ class RunResult:
     @property
     def resume_command(self) -> str:
         """The shell command that continues this run (`resume(run_dir)` in Python)."""
-        return f"python -m ignite_cifar train --resume {self.run_dir}"
+        return f"{RESUME_COMMAND} {self.run_dir}"
 
     def faithfulness(self) -> str:
         """How far to believe the mistakes' GradCAM maps, in words: each target met or missed, and what it means."""

@@ -8,7 +8,6 @@ builders), in as many processes as the run would have; the step runs until the f
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -26,7 +25,7 @@ from ignite_cifar.training.advice import Machine
 from ignite_cifar.training.captured_step import LrPlacement
 from ignite_cifar.training.estimate import Estimate, Pace, RunEstimator, Window, device_sync, whole_run
 from ignite_cifar.training.handlers import attach_epoch_seeding
-from ignite_cifar.training.launch import master_port, process_group_backend
+from ignite_cifar.training.launch import process_group_backend, spawned_processes
 from ignite_cifar.training.optimizer import training_criterion
 from ignite_cifar.training.process import (
     build_model_and_optimizer,
@@ -50,7 +49,7 @@ class EstimatePlan:
     data: DataSplits
     mean: Any
     std: Any
-    epochs_done: float  # a resumed run's epochs already trained (fractional after a mid-epoch stop)
+    iterations_done: int  # where a resumed run goes on (mid-epoch after a stop); 0 for a new run
 
 
 def estimate_run(config: Config, resume: ResumePlan | None = None) -> Estimate | None:
@@ -69,12 +68,10 @@ def estimate_run(config: Config, resume: ResumePlan | None = None) -> Estimate |
     if resume is not None:
         check_fits(resume, len(data.classes))
     mean, std = channel_stats(data.train.images)
-    plan = EstimatePlan(config, data, mean, std, _epochs_done(resume))
-    nproc = config.nproc_per_node if config.nproc_per_node > 1 and "WORLD_SIZE" not in os.environ else None
-    spawn = {"nproc_per_node": nproc, "master_port": master_port()} if nproc else {}
+    plan = EstimatePlan(config, data, mean, std, resume.iterations_done if resume is not None else 0)
     result: dict[str, Any] = {}
     try:
-        with idist.Parallel(backend=process_group_backend(config), **spawn) as parallel:
+        with idist.Parallel(backend=process_group_backend(config), **spawned_processes(config)) as parallel:
             parallel.run(estimate_in_process, plan, result)
     except (ProcessExitedException, ProcessRaisedException) as exc:  # spawned: the cause is in its own output
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
@@ -82,15 +79,6 @@ def estimate_run(config: Config, resume: ResumePlan | None = None) -> Estimate |
     except KeyboardInterrupt:
         raise TrainingStopped("estimate interrupted; nothing was written", exit_code=130) from None
     return result.get("estimate")
-
-
-def _epochs_done(resume: ResumePlan | None) -> float:
-    """Where the run starts, in epochs: 0, or the resumed checkpoint's (fractional after a mid-epoch stop; 0 for a
-    run stopped before its first checkpoint, which starts again)."""
-    if resume is None or resume.state is None:
-        return 0.0
-    trainer = resume.state["trainer"]
-    return int(trainer.get("iteration", 0)) / max(1, int(trainer.get("epoch_length") or 1))
 
 
 def estimate_in_process(local_rank: int, plan: EstimatePlan, result: dict[str, Any]) -> None:
@@ -122,7 +110,7 @@ def estimate_in_process(local_rank: int, plan: EstimatePlan, result: dict[str, A
     basis = estimator.first.basis if estimator.first else "every step run (the run is shorter than the warm-up)"
     if idist.get_world_size() > 1:
         basis += f", in each of {idist.get_world_size()} processes"
-    estimate = whole_run(pace, config.epochs, length, round(plan.epochs_done * length), config.batch_size, basis,
+    estimate = whole_run(pace, config.epochs, length, plan.iterations_done, config.batch_size, basis,
                          estimator.machine)
     if idist.get_rank() == 0:
         log.info(estimate.line())

@@ -44,22 +44,21 @@ def train(config: Config, resume: ResumePlan | None = None) -> RunResult | None:
             field of `config` counts as given (an --lr other than the run's replaces its lr, and so on).
     """
     quiet_library_loggers()
-    nproc = config.nproc_per_node if config.nproc_per_node > 1 and "WORLD_SIZE" not in os.environ else None
-    spawn = {"nproc_per_node": nproc, "master_port": master_port()} if nproc else {}
+    spawn = spawned_processes(config)
     plan = plan_run(config, resume)
     lock = run_folders.RunLock(plan.run_dir).acquire() if claims_run_folder() else None
     try:
         if plan.resume is not None and claims_run_folder():
             set_aside(plan.resume)
-        return _run(config, plan, nproc, spawn)
+        return _run(config, plan, spawn)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _run(config: Config, plan: LaunchPlan, nproc: int | None, spawn: dict[str, Any]) -> RunResult | None:
+def _run(config: Config, plan: LaunchPlan, spawn: dict[str, Any]) -> RunResult | None:
     result: dict[str, Any] = {}
-    if not nproc:
+    if not spawn:
         with idist.Parallel(backend=process_group_backend(config)) as parallel:
             parallel.run(train_in_process, plan, result)
         return finished_run(result)
@@ -116,8 +115,7 @@ def plan_run(config: Config, resume: ResumePlan | None = None) -> LaunchPlan:
         run_folders.check_path_fits(run_dir)
         files.check_writable(out)
         if config.run_name and claims_run_folder() and run_dir.exists():  # early, before the data is read
-            raise ConfigError(f"run_name: {run_dir} exists already; choose another --run-name, or continue it "
-                              f"with --resume {run_dir}")
+            raise run_folders.taken(run_dir)
     data = load_data(config)
     if resume is not None:
         check_fits(resume, len(data.classes))
@@ -142,6 +140,14 @@ def start_run_folder(config: Config, derived: dict[str, Any]) -> Path:
             raise MachineError(f"{exc}; nothing was kept. Run the same command again once the cause is gone") from None
 
     return run_folders.claim(Path(config.output_dir), config.run_name or None, write_config)
+
+
+def spawned_processes(config: Config) -> dict[str, Any]:
+    """`idist.Parallel`'s arguments to spawn `--nproc-per-node` processes here; none for one process or under
+    torchrun, which started the processes itself."""
+    if config.nproc_per_node <= 1 or "WORLD_SIZE" in os.environ:
+        return {}
+    return {"nproc_per_node": config.nproc_per_node, "master_port": master_port()}
 
 
 def process_group_backend(config: Config) -> str | None:

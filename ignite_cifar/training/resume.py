@@ -19,12 +19,12 @@ from ignite_cifar import files
 from ignite_cifar.config import Config, read_yaml, saved_run_config
 from ignite_cifar.errors import CheckpointError, ConfigError, DamagedCheckpointError, MachineError
 from ignite_cifar.model.resnet import configured_model
+from ignite_cifar.run_folders import RESUME_COMMAND
 
 RESUMABLE_KEYS = ("model", "optimizer", "trainer", "scheduler")
 log = logging.getLogger("ignite_cifar")
 
 
-RESUME_COMMAND = "python -m ignite_cifar train --resume"
 SET_ASIDE_FLAG = "--set-aside-damaged"
 
 
@@ -42,11 +42,15 @@ class ResumePlan:
     damaged: tuple[Path, ...] = ()  # damaged newer checkpoints and history.json, set aside when the run starts
 
     @property
+    def iterations_done(self) -> int:
+        """The checkpoint's iteration: where the run goes on (0 when it starts again from its config)."""
+        return 0 if self.state is None else int(self.state["trainer"].get("iteration", 0))
+
+    @property
     def epochs_done(self) -> int:
         if self.state is None:
             return 0
-        trainer = self.state["trainer"]
-        return int(trainer.get("iteration", 0)) // max(1, int(trainer.get("epoch_length") or 1))
+        return self.iterations_done // max(1, int(self.state["trainer"].get("epoch_length") or 1))
 
     @property
     def completion_only(self) -> bool:

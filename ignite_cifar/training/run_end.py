@@ -20,9 +20,10 @@ from ignite_cifar.explain.explanations import write_explanations
 from ignite_cifar.explain.probe import probe_indices
 from ignite_cifar.explain.saved_run import load_weights
 from ignite_cifar.explain.settings import Destination, ExplainSettings
+from ignite_cifar.run_folders import RESUME_COMMAND
 from ignite_cifar.training.divergence import chance_level
 from ignite_cifar.training.process import LaunchPlan, Network, parameter_checksum
-from ignite_cifar.training.resume import RESUME_COMMAND, kept_and_next
+from ignite_cifar.training.resume import kept_and_next
 from ignite_cifar.training.run_state import Outputs, Run
 from ignite_cifar.training.stopping import StopRequests
 
